@@ -1,0 +1,3 @@
+from secserver.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ``secserver`` command."""
