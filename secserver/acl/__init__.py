@@ -1,0 +1,1 @@
+"""The access-rights registry: models, path rules, decisions, snapshots, consent."""
