@@ -1,0 +1,535 @@
+"""CMS SignedData (RFC 5652): sign and verify, detached or encapsulated, DER.
+
+What secserver writes (docs/protocol.md, "Signature"):
+
+* ``ContentInfo`` of type signedData, ``SignedData`` version 1 (3 when the content type is
+  not id-data), one ``SignerInfo`` version 1 identified by issuer and serial number,
+  the signer certificate (and any chain certificates given) in ``certificates``;
+* signed attributes contentType, signingTime, messageDigest (plus any extra, e.g. the ESS
+  signingCertificateV2 of a timestamp token);
+* digest SHA-256; signature ECDSA P-256 with SHA-256 (``ecdsa-with-SHA256``), RSA PKCS#1
+  v1.5 (``rsaEncryption``) or RSASSA-PSS (SHA-256, MGF1-SHA-256, salt 32).
+
+The verifier accepts the same with SHA-256/384/512, with or without signed attributes, and
+signer identification by issuer/serial or subject key identifier, so signatures made by
+``openssl cms -sign`` verify too. It returns who signed or raises a specific error
+(``secserver.signing.errors``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+
+from secserver.identifiers import ClientId
+from secserver.signing import der
+from secserver.signing.errors import (
+    DigestMismatch,
+    InvalidSignature,
+    KeyUnavailable,
+    MalformedSignature,
+    SignerMismatch,
+)
+from secserver.signing.keys import PrivateKey, public_key_matches
+from secserver.signing.pki import member_id_from_certificate
+from secserver.signing.trust import Purpose, TrustStore
+
+RsaPadding = Literal["pkcs1v15", "pss"]
+
+ID_DATA = "1.2.840.113549.1.7.1"
+ID_SIGNED_DATA = "1.2.840.113549.1.7.2"
+ID_CONTENT_TYPE = "1.2.840.113549.1.9.3"
+ID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
+ID_SIGNING_TIME = "1.2.840.113549.1.9.5"
+ID_SHA256 = "2.16.840.1.101.3.4.2.1"
+ID_SHA384 = "2.16.840.1.101.3.4.2.2"
+ID_SHA512 = "2.16.840.1.101.3.4.2.3"
+ID_RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
+ID_MGF1 = "1.2.840.113549.1.1.8"
+ID_RSASSA_PSS = "1.2.840.113549.1.1.10"
+ID_SHA256_WITH_RSA = "1.2.840.113549.1.1.11"
+ID_SHA384_WITH_RSA = "1.2.840.113549.1.1.12"
+ID_SHA512_WITH_RSA = "1.2.840.113549.1.1.13"
+ID_ECDSA_SHA256 = "1.2.840.10045.4.3.2"
+ID_ECDSA_SHA384 = "1.2.840.10045.4.3.3"
+ID_ECDSA_SHA512 = "1.2.840.10045.4.3.4"
+
+_HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
+    ID_SHA256: hashes.SHA256, ID_SHA384: hashes.SHA384, ID_SHA512: hashes.SHA512,
+}
+_HASHLIB = {ID_SHA256: "sha256", ID_SHA384: "sha384", ID_SHA512: "sha512"}
+_RSA_SIG_HASH = {ID_SHA256_WITH_RSA: ID_SHA256, ID_SHA384_WITH_RSA: ID_SHA384,
+                 ID_SHA512_WITH_RSA: ID_SHA512}
+_ECDSA_SIG_HASH = {ID_ECDSA_SHA256: ID_SHA256, ID_ECDSA_SHA384: ID_SHA384,
+                   ID_ECDSA_SHA512: ID_SHA512}
+
+_SHA256_ALG = der.sequence(der.oid(ID_SHA256))
+_CONTENT_TYPE_OID = der.oid(ID_CONTENT_TYPE)
+_MESSAGE_DIGEST_OID = der.oid(ID_MESSAGE_DIGEST)
+_SIGNING_TIME_OID = der.oid(ID_SIGNING_TIME)
+
+
+@dataclass(frozen=True)
+class VerifiedSignature:
+    """Who signed (the member bound into the certificate, if any), with what, and when."""
+
+    member: ClientId | None
+    certificate: x509.Certificate
+    signing_time: datetime | None
+
+
+# --- certificate helpers ---------------------------------------------------------------
+
+_cert_cache: OrderedDict[bytes, x509.Certificate] = OrderedDict()
+_cert_lock = threading.Lock()
+
+
+def certificate_from_der(data: bytes) -> x509.Certificate:
+    """Parse a DER certificate, reusing the parsed object for bytes seen before."""
+    with _cert_lock:
+        cert = _cert_cache.get(data)
+        if cert is not None:
+            _cert_cache.move_to_end(data)
+            return cert
+    try:
+        cert = x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        raise MalformedSignature(f"a certificate in the signature cannot be parsed: {exc}") \
+            from exc
+    with _cert_lock:
+        _cert_cache[data] = cert
+        while len(_cert_cache) > 512:
+            _cert_cache.popitem(last=False)
+    return cert
+
+
+def _issuer_and_serial(cert_der: bytes) -> bytes:
+    """The raw issuer Name and serial INTEGER TLVs of a certificate (its CMS signer id)."""
+    cert_start, _cert_end = der.expect(cert_der, 0, der.SEQUENCE, "certificate")
+    tbs_start, tbs_end = der.expect(cert_der, cert_start, der.SEQUENCE, "tbsCertificate")
+    items = der.children(cert_der, tbs_start, tbs_end)
+    if items and items[0][0] == 0xA0:  # [0] version
+        items = items[1:]
+    if len(items) < 3:
+        raise der.DerError("tbsCertificate is too short")
+    serial, issuer = items[0], items[2]
+    return cert_der[issuer[1]:issuer[3]] + cert_der[serial[1]:serial[3]]
+
+
+def _subject_key_id(cert: x509.Certificate) -> bytes | None:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    except x509.ExtensionNotFound:
+        return None
+    return ext.value.digest
+
+
+# --- signing ---------------------------------------------------------------------------
+
+def attribute(type_oid: str, *values: bytes) -> bytes:
+    """One DER ``Attribute`` (type and SET OF values)."""
+    return der.sequence(der.oid(type_oid), der.set_of(*values))
+
+
+class CmsSigner:
+    """Makes CMS SignedData with one key; the constant parts are encoded once."""
+
+    def __init__(self, key: PrivateKey, certificate: x509.Certificate, *,
+                 rsa_padding: RsaPadding = "pkcs1v15",
+                 chain: Sequence[x509.Certificate] = ()) -> None:
+        if not public_key_matches(key, certificate):
+            raise KeyUnavailable(
+                f"the private key does not belong to certificate "
+                f"'{certificate.subject.rfc4514_string()}'")
+        self.key = key
+        self.certificate = certificate
+        self.rsa_padding = rsa_padding
+        cert_der = certificate.public_bytes(serialization.Encoding.DER)
+        self._certs_field = der.context(0, cert_der + b"".join(
+            c.public_bytes(serialization.Encoding.DER) for c in chain))
+        self._sid = der.sequence(_issuer_and_serial(cert_der))
+        self._sign_args: tuple[object, ...]
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            self._sig_alg = der.sequence(der.oid(ID_ECDSA_SHA256))
+            self._ecdsa = ec.ECDSA(hashes.SHA256())
+        elif isinstance(key, rsa.RSAPrivateKey):
+            if rsa_padding == "pss":
+                self._sig_alg = der.sequence(der.oid(ID_RSASSA_PSS), der.sequence(
+                    der.context(0, _SHA256_ALG),
+                    der.context(1, der.sequence(der.oid(ID_MGF1), _SHA256_ALG)),
+                    der.context(2, der.integer(32)),
+                ))
+                self._padding: padding.AsymmetricPadding = padding.PSS(
+                    mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+            elif rsa_padding == "pkcs1v15":
+                self._sig_alg = der.sequence(der.oid(ID_RSA_ENCRYPTION), der.null())
+                self._padding = padding.PKCS1v15()
+            else:
+                raise KeyUnavailable(f"unknown RSA padding {rsa_padding!r}; use pkcs1v15 or pss")
+        else:  # pragma: no cover - load_private_key only returns EC or RSA
+            raise KeyUnavailable(f"unsupported key type {type(key).__name__}")
+
+    def signed_attributes(self, content: bytes, signing_time: datetime, *,
+                          content_type: str = ID_DATA,
+                          extra: Sequence[bytes] = ()) -> bytes:
+        """The DER ``SET OF Attribute`` that is signed (tag 0x31)."""
+        digest = hashlib.sha256(content).digest()
+        return der.set_of(
+            der.sequence(_CONTENT_TYPE_OID, der.tlv(der.SET, der.oid(content_type))),
+            der.sequence(_SIGNING_TIME_OID, der.tlv(der.SET, der.time(signing_time))),
+            der.sequence(_MESSAGE_DIGEST_OID, der.tlv(der.SET, der.octet_string(digest))),
+            *extra,
+        )
+
+    def raw_sign(self, data: bytes) -> bytes:
+        """The bare signature over ``data`` (the signed attributes)."""
+        key = self.key
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            return key.sign(data, self._ecdsa)
+        return key.sign(data, self._padding, hashes.SHA256())
+
+    def assemble(self, signed_attrs: bytes, signature: bytes, *, content_type: str = ID_DATA,
+                 content: bytes | None = None) -> bytes:
+        """Wrap signed attributes and signature into a ContentInfo (``content``: encapsulate)."""
+        signer_info = der.sequence(
+            b"\x02\x01\x01", self._sid, _SHA256_ALG,
+            b"\xa0" + signed_attrs[1:],  # [0] IMPLICIT SET OF Attribute
+            self._sig_alg, der.octet_string(signature),
+        )
+        encap = der.oid(content_type)
+        if content is not None:
+            encap += der.context(0, der.octet_string(content))
+        signed_data = der.sequence(
+            b"\x02\x01\x01" if content_type == ID_DATA else b"\x02\x01\x03",
+            der.tlv(der.SET, _SHA256_ALG),
+            der.sequence(encap),
+            self._certs_field,
+            der.tlv(der.SET, signer_info),
+        )
+        return der.sequence(der.oid(ID_SIGNED_DATA), der.context(0, signed_data))
+
+    def sign(self, content: bytes, *, signing_time: datetime, detached: bool = True,
+             content_type: str = ID_DATA, extra_attributes: Sequence[bytes] = ()) -> bytes:
+        """A CMS SignedData DER over ``content`` (detached unless ``detached=False``)."""
+        attrs = self.signed_attributes(content, signing_time, content_type=content_type,
+                                       extra=extra_attributes)
+        return self.assemble(attrs, self.raw_sign(attrs), content_type=content_type,
+                             content=None if detached else content)
+
+
+def sign_detached(content: bytes, key: PrivateKey, certificate: x509.Certificate, *,
+                  signing_time: datetime | None = None,
+                  rsa_padding: RsaPadding = "pkcs1v15") -> bytes:
+    """One-off detached signature (signing time: now unless given); for many, keep a
+    ``CmsSigner``."""
+    return CmsSigner(key, certificate, rsa_padding=rsa_padding).sign(
+        content, signing_time=signing_time or utc_now())
+
+
+# --- parsing ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ParsedSignedData:
+    """The parts of a one-signer SignedData that verification needs (raw DER slices)."""
+
+    content_type: str
+    content: bytes | None
+    certificates: tuple[bytes, ...]
+    signer_issuer_serial: bytes | None
+    signer_key_id: bytes | None
+    digest_oid: str
+    signed_attrs: bytes | None  # re-tagged as SET (0x31), ready to verify
+    attributes: dict[str, list[bytes]]  # attribute type -> value TLVs (one SET)
+    signature_alg: str
+    signature_params: bytes  # raw TLV of the parameters, or b""
+    signature: bytes
+
+
+def parse_signed_data(data: bytes) -> ParsedSignedData:
+    """Parse a ContentInfo holding SignedData with exactly one signer."""
+    try:
+        return _parse(data)
+    except der.DerError as exc:
+        raise MalformedSignature(f"signature is not valid DER CMS SignedData: {exc}") from exc
+
+
+def _parse(data: bytes) -> ParsedSignedData:
+    start, end = der.expect(data, 0, der.SEQUENCE, "ContentInfo")
+    if end != len(data):
+        raise der.DerError("trailing bytes after ContentInfo")
+    items = der.children(data, start, end)
+    if len(items) != 2 or items[0][0] != der.OID or items[1][0] != 0xA0:
+        raise der.DerError("ContentInfo is not (contentType, [0] content)")
+    if der.read_oid(data[items[0][2]:items[0][3]]) != ID_SIGNED_DATA:
+        raise der.DerError("content type is not signedData")
+    sd_start, sd_end = der.expect(data, items[1][2], der.SEQUENCE, "SignedData", items[1][3])
+    fields = der.children(data, sd_start, sd_end)
+    if len(fields) < 4 or fields[0][0] != der.INTEGER or fields[1][0] != der.SET \
+            or fields[2][0] != der.SEQUENCE:
+        raise der.DerError("SignedData fields are not (version, digestAlgorithms, "
+                           "encapContentInfo, ...)")
+    encap = der.children(data, fields[2][2], fields[2][3])
+    if not encap or encap[0][0] != der.OID:
+        raise der.DerError("encapContentInfo has no content type")
+    content_type = der.read_oid(data[encap[0][2]:encap[0][3]])
+    content: bytes | None = None
+    if len(encap) > 1:
+        if encap[1][0] != 0xA0:
+            raise der.DerError("encapContentInfo content is not [0]")
+        c_start, c_end = der.expect(data, encap[1][2], der.OCTET_STRING, "eContent", encap[1][3])
+        content = data[c_start:c_end]
+    certificates: list[bytes] = []
+    rest = fields[3:]
+    if rest and rest[0][0] == 0xA0:
+        certificates = [data[t[1]:t[3]] for t in der.children(data, rest[0][2], rest[0][3])
+                        if t[0] == der.SEQUENCE]
+        rest = rest[1:]
+    if rest and rest[0][0] == 0xA1:  # crls: not used
+        rest = rest[1:]
+    if len(rest) != 1 or rest[0][0] != der.SET:
+        raise der.DerError("signerInfos is missing")
+    signers = der.children(data, rest[0][2], rest[0][3])
+    if len(signers) != 1:
+        raise der.DerError(f"expected exactly one SignerInfo, found {len(signers)}")
+    si = der.children(data, signers[0][2], signers[0][3])
+    if len(si) < 5 or si[0][0] != der.INTEGER:
+        raise der.DerError("SignerInfo is too short")
+    sid = si[1]
+    issuer_serial = key_id = None
+    if sid[0] == der.SEQUENCE:
+        issuer_serial = data[sid[2]:sid[3]]
+    elif sid[0] == 0x80:
+        key_id = data[sid[2]:sid[3]]
+    else:
+        raise der.DerError("SignerIdentifier is neither issuerAndSerialNumber nor [0] keyId")
+    digest_oid = _alg_oid(data, si[2])
+    pos = 3
+    signed_attrs: bytes | None = None
+    attributes: dict[str, list[bytes]] = {}
+    if si[pos][0] == 0xA0:
+        raw = data[si[pos][1]:si[pos][3]]
+        signed_attrs = b"\x31" + raw[1:]
+        for attr in der.children(data, si[pos][2], si[pos][3]):
+            parts = der.children(data, attr[2], attr[3])
+            if len(parts) != 2 or parts[0][0] != der.OID or parts[1][0] != der.SET:
+                raise der.DerError("malformed signed attribute")
+            attr_oid = der.read_oid(data[parts[0][2]:parts[0][3]])
+            if attr_oid in attributes:
+                raise der.DerError(f"signed attribute {attr_oid} appears twice")
+            attributes[attr_oid] = [data[v[1]:v[3]]
+                                    for v in der.children(data, parts[1][2], parts[1][3])]
+        pos += 1
+    if len(si) < pos + 2:
+        raise der.DerError("SignerInfo lacks signatureAlgorithm or signature")
+    alg = si[pos]
+    if alg[0] != der.SEQUENCE:
+        raise der.DerError("signatureAlgorithm is not an AlgorithmIdentifier")
+    alg_items = der.children(data, alg[2], alg[3])
+    if not alg_items or alg_items[0][0] != der.OID:
+        raise der.DerError("signatureAlgorithm has no OID")
+    signature_alg = der.read_oid(data[alg_items[0][2]:alg_items[0][3]])
+    params = data[alg_items[1][1]:alg_items[1][3]] if len(alg_items) > 1 else b""
+    sig = si[pos + 1]
+    if sig[0] != der.OCTET_STRING:
+        raise der.DerError("signature is not an OCTET STRING")
+    return ParsedSignedData(
+        content_type=content_type, content=content, certificates=tuple(certificates),
+        signer_issuer_serial=issuer_serial, signer_key_id=key_id, digest_oid=digest_oid,
+        signed_attrs=signed_attrs, attributes=attributes, signature_alg=signature_alg,
+        signature_params=params, signature=data[sig[2]:sig[3]])
+
+
+def _alg_oid(data: bytes, item: tuple[int, int, int, int]) -> str:
+    if item[0] != der.SEQUENCE:
+        raise der.DerError("AlgorithmIdentifier is not a SEQUENCE")
+    parts = der.children(data, item[2], item[3])
+    if not parts or parts[0][0] != der.OID:
+        raise der.DerError("AlgorithmIdentifier has no OID")
+    if len(parts) > 1 and data[parts[1][1]:parts[1][3]] != b"\x05\x00":
+        raise der.DerError("digest AlgorithmIdentifier has parameters other than NULL")
+    return der.read_oid(data[parts[0][2]:parts[0][3]])
+
+
+def _single(parsed: ParsedSignedData, attr_oid: str, name: str) -> bytes | None:
+    values = parsed.attributes.get(attr_oid)
+    if values is None:
+        return None
+    if len(values) != 1:
+        raise MalformedSignature(f"signed attribute {name} must have exactly one value")
+    return values[0]
+
+
+# --- verification ----------------------------------------------------------------------
+
+def _pss_padding(params: bytes, digest_oid: str) -> padding.PSS:
+    try:
+        start, end = der.expect(params, 0, der.SEQUENCE, "RSASSA-PSS-params")
+        hash_oid = mgf_hash = None
+        salt = 20
+        for tag, _tlv, c_start, c_end in der.children(params, start, end):
+            if tag == 0xA0:
+                hash_oid = _alg_oid(params, der.children(params, c_start, c_end)[0])
+            elif tag == 0xA1:
+                mgf = der.children(params, c_start, c_end)[0]
+                mgf_parts = der.children(params, mgf[2], mgf[3])
+                if der.read_oid(params[mgf_parts[0][2]:mgf_parts[0][3]]) != ID_MGF1:
+                    raise MalformedSignature("RSASSA-PSS mask generation is not MGF1")
+                mgf_hash = _alg_oid(params, mgf_parts[1])
+            elif tag == 0xA2:
+                i_start, i_end = der.expect(params, c_start, der.INTEGER, "saltLength", c_end)
+                salt = der.read_integer(params[i_start:i_end])
+            elif tag == 0xA3:
+                i_start, i_end = der.expect(params, c_start, der.INTEGER, "trailerField", c_end)
+                if der.read_integer(params[i_start:i_end]) != 1:
+                    raise MalformedSignature("RSASSA-PSS trailerField must be 1")
+    except (der.DerError, IndexError) as exc:
+        raise MalformedSignature(f"RSASSA-PSS parameters are malformed: {exc}") from exc
+    if hash_oid != digest_oid or mgf_hash != digest_oid:
+        raise MalformedSignature("RSASSA-PSS must use the digest algorithm of the signer for "
+                                 "both the hash and MGF1 (SHA-1 defaults are not accepted)")
+    return padding.PSS(mgf=padding.MGF1(_HASHES[digest_oid]()), salt_length=salt)
+
+
+def _check_signature_value(parsed: ParsedSignedData, public_key: CertificatePublicKeyTypes,
+                           signed: bytes) -> None:
+    digest_oid = parsed.digest_oid
+    hash_alg = _HASHES[digest_oid]()
+    alg = parsed.signature_alg
+    try:
+        if isinstance(public_key, ec.EllipticCurvePublicKey):
+            if _ECDSA_SIG_HASH.get(alg, digest_oid) != digest_oid or \
+                    (alg not in _ECDSA_SIG_HASH and alg != "1.2.840.10045.2.1"):
+                raise MalformedSignature(f"signature algorithm {alg} does not fit an EC key "
+                                         "with the signer's digest algorithm")
+            public_key.verify(parsed.signature, signed, ec.ECDSA(hash_alg))
+        elif isinstance(public_key, rsa.RSAPublicKey):
+            if alg == ID_RSASSA_PSS:
+                public_key.verify(parsed.signature, signed,
+                                  _pss_padding(parsed.signature_params, digest_oid), hash_alg)
+            elif alg == ID_RSA_ENCRYPTION or _RSA_SIG_HASH.get(alg) == digest_oid:
+                public_key.verify(parsed.signature, signed, padding.PKCS1v15(), hash_alg)
+            else:
+                raise MalformedSignature(f"signature algorithm {alg} does not fit an RSA key "
+                                         "with the signer's digest algorithm")
+        else:
+            raise MalformedSignature(
+                f"signer key type {type(public_key).__name__} is not supported")
+    except CryptoInvalidSignature as exc:
+        raise InvalidSignature("the signature value does not verify with the signer "
+                               "certificate's public key (signature or content altered)") from exc
+
+
+def verify_parsed(parsed: ParsedSignedData, content: bytes, trust: TrustStore, now: datetime,
+                  *, purpose: Purpose = Purpose.SIGNING
+                  ) -> tuple[x509.Certificate, datetime | None]:
+    """Check digest, signature value and signer chain; return the signer and signing time."""
+    if parsed.digest_oid not in _HASHES:
+        raise MalformedSignature(f"digest algorithm {parsed.digest_oid} is not supported; "
+                                 "use SHA-256, SHA-384 or SHA-512")
+    signing_time: datetime | None = None
+    if parsed.signed_attrs is not None:
+        ctype = _single(parsed, ID_CONTENT_TYPE, "contentType")
+        digest_value = _single(parsed, ID_MESSAGE_DIGEST, "messageDigest")
+        if ctype is None or digest_value is None:
+            raise MalformedSignature("signed attributes lack contentType or messageDigest")
+        try:
+            if ctype[0] != der.OID or der.read_oid(ctype[2:]) != parsed.content_type:
+                raise MalformedSignature("signed contentType differs from the content type")
+            d_start, d_end = der.expect(digest_value, 0, der.OCTET_STRING, "messageDigest")
+            stime = _single(parsed, ID_SIGNING_TIME, "signingTime")
+            if stime is not None:
+                t_tag, t_start, t_end = der.read(stime)
+                signing_time = der.read_time(t_tag, stime[t_start:t_end])
+        except der.DerError as exc:
+            raise MalformedSignature(f"signed attribute is malformed: {exc}") from exc
+        actual = hashlib.new(_HASHLIB[parsed.digest_oid], content).digest()
+        if digest_value[d_start:d_end] != actual:
+            raise DigestMismatch("the signed message digest does not match the content: the "
+                                 "signed document or body was altered, or is not the one signed")
+        signed = parsed.signed_attrs
+    else:
+        signed = content
+    certs = parsed.certificates
+    signer_der = None
+    if parsed.signer_issuer_serial is not None:
+        for cert_der in certs:
+            try:
+                if _issuer_and_serial(cert_der) == parsed.signer_issuer_serial:
+                    signer_der = cert_der
+                    break
+            except der.DerError as exc:
+                raise MalformedSignature(f"a certificate in the signature is malformed: {exc}") \
+                    from exc
+    else:
+        for cert_der in certs:
+            if _subject_key_id(certificate_from_der(cert_der)) == parsed.signer_key_id:
+                signer_der = cert_der
+                break
+    if signer_der is None:
+        raise MalformedSignature("the signer certificate is not included in the signature")
+    cert = certificate_from_der(signer_der)
+    _check_signature_value(parsed, cert.public_key(), signed)
+    others = [certificate_from_der(c) for c in certs if c is not signer_der]
+    trust.verify_der(signer_der, cert, now=now, purpose=purpose, intermediates=others)
+    return cert, signing_time
+
+
+def bind_member(cert: x509.Certificate, expected_member: ClientId | None) -> ClientId | None:
+    """The member bound into ``cert``; raise ``SignerMismatch`` if it is not ``expected``."""
+    try:
+        member: ClientId | None = member_id_from_certificate(cert)
+    except SignerMismatch:
+        if expected_member is not None:
+            raise
+        member = None
+    if expected_member is not None and member != expected_member.member:
+        raise SignerMismatch(f"the message claims member {expected_member.member} but is "
+                             f"signed with the certificate of {member}")
+    return member
+
+
+def verify_detached(signature: bytes, content: bytes, trust: TrustStore, now: datetime, *,
+                    expected_member: ClientId | None = None,
+                    purpose: Purpose = Purpose.SIGNING) -> VerifiedSignature:
+    """Verify a detached CMS signature over ``content`` at time ``now``.
+
+    ``expected_member``: the client (member or subsystem) that claims to have signed; the
+    certificate must be bound to its member.
+    """
+    parsed = parse_signed_data(signature)
+    if parsed.content is not None:
+        raise MalformedSignature("the signature encapsulates its content; a detached "
+                                 "signature is expected")
+    if parsed.content_type != ID_DATA:
+        raise MalformedSignature(f"content type {parsed.content_type} is not id-data")
+    cert, signing_time = verify_parsed(parsed, content, trust, now, purpose=purpose)
+    return VerifiedSignature(bind_member(cert, expected_member), cert, signing_time)
+
+
+def verify_encapsulated(signature: bytes, trust: TrustStore, now: datetime, *,
+                        content_type: str, purpose: Purpose = Purpose.SIGNING
+                        ) -> tuple[VerifiedSignature, bytes]:
+    """Verify a SignedData that carries its content; return the signer and the content."""
+    parsed = parse_signed_data(signature)
+    if parsed.content is None:
+        raise MalformedSignature("the signature carries no content")
+    if parsed.content_type != content_type:
+        raise MalformedSignature(f"content type {parsed.content_type} is not {content_type}")
+    cert, signing_time = verify_parsed(parsed, parsed.content, trust, now, purpose=purpose)
+    return VerifiedSignature(bind_member(cert, None), cert, signing_time), parsed.content
+
+
+def utc_now() -> datetime:
+    """The current time, for the outermost layer only."""
+    return datetime.now(UTC)
