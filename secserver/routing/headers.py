@@ -1,0 +1,122 @@
+"""HTTP header names of the exchange and the header rules both proxies share. Pure.
+
+``X-Road-*`` names follow the X-Road message protocol for REST; ``X-Road-Data-Subject``,
+``X-Road-Signed-Document`` and ``X-Road-Signature`` are secserver's (``docs/protocol.md``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+from secserver.routing.errors import DuplicateHeaderField, InvalidRequest
+
+X_CLIENT = "X-Road-Client"
+X_SERVICE = "X-Road-Service"
+X_ID = "X-Road-Id"
+X_USER_ID = "X-Road-UserId"
+X_ISSUE = "X-Road-Issue"
+X_DATA_SUBJECT = "X-Road-Data-Subject"
+X_REQUEST_HASH = "X-Road-Request-Hash"
+X_ERROR = "X-Road-Error"
+X_SIGNED_DOCUMENT = "X-Road-Signed-Document"
+X_SIGNATURE = "X-Road-Signature"
+X_MESSAGE_KIND = "X-Road-Message-Kind"  # "rest" or "soap", between security servers
+
+# Connection-level headers (RFC 9110 7.6.1) plus those the proxies set themselves.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+    "proxy-connection", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+})
+PROXY_SET = frozenset({"host", "content-length", "expect", "date", "server"})
+# X-Road headers that are fields of the signed document or of the transport, never
+# passed on as ordinary headers.
+X_ROAD_FIELDS = frozenset(h.lower() for h in (
+    X_CLIENT, X_SERVICE, X_ID, X_REQUEST_HASH, X_ERROR, X_SIGNED_DOCUMENT, X_SIGNATURE,
+    X_MESSAGE_KIND,
+))
+# X-Road headers the IS may send and that are carried (signed) to the provider.
+X_ROAD_CARRIED = frozenset(h.lower() for h in (X_USER_ID, X_ISSUE, X_DATA_SUBJECT))
+
+MESSAGE_ID_RE = re.compile(r"[\x21-\x7e]{1,128}")
+_TEXT_MAX = 256
+
+
+def single(headers: Mapping[str, str] | Iterable[tuple[str, str]], name: str) -> str | None:
+    """The one value of header ``name`` (case-insensitive), ``None`` when absent."""
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    lower = name.lower()
+    found = [v for k, v in items if k.lower() == lower]
+    if len(found) > 1:
+        raise DuplicateHeaderField(f"header {name} appears {len(found)} times; send it once")
+    return found[0] if found else None
+
+
+def check_message_id(value: str, where: str) -> str:
+    if not MESSAGE_ID_RE.fullmatch(value):
+        raise InvalidRequest(f"{where} must be 1-128 visible ASCII characters",
+                             detail=value[:40])
+    return value
+
+
+def check_text(value: str, where: str) -> str:
+    """A free-text X-Road value (user id, issue, data subject): 1-256 chars, no controls."""
+    if not value or len(value) > _TEXT_MAX or any(ord(c) < 0x20 or ord(c) == 0x7f
+                                                   for c in value):
+        raise InvalidRequest(f"{where} must be 1-{_TEXT_MAX} characters without control "
+                             "characters")
+    return value
+
+
+def connection_tokens(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
+    tokens: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+    return frozenset(tokens)
+
+
+def end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The headers a proxy passes on: hop-by-hop, proxy-set and X-Road fields removed.
+
+    Names are lower-cased; order is kept. ``X-Road-UserId``, ``X-Road-Issue`` and
+    ``X-Road-Data-Subject`` stay (they travel signed to the provider).
+    """
+    pairs = list(headers)
+    drop = HOP_BY_HOP | PROXY_SET | X_ROAD_FIELDS | connection_tokens(pairs)
+    out: list[tuple[str, str]] = []
+    for name, value in pairs:
+        lower = name.lower()
+        if lower in drop:
+            continue
+        out.append((lower, value))
+    return out
+
+
+def signed_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """End-to-end headers sorted by name (stable for repeated names), as signed."""
+    return tuple(sorted(end_to_end(headers), key=lambda pair: pair[0]))
+
+
+def check_host(host: str | None, allowed: frozenset[str]) -> None:
+    """Refuse a missing or foreign ``Host`` (the port, if any, is ignored)."""
+    if host is None:
+        raise InvalidRequest("the request has no Host header")
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1:].partition("]")[0]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    if name not in allowed:
+        raise InvalidRequest("the Host header names a host this node does not serve; "
+                             "requests are never routed by Host", detail=host[:80])
+
+
+def check_origin_form(target: str) -> None:
+    """Refuse any request target that is not origin-form (``/path?query``)."""
+    if not target.startswith("/") or target.startswith("//"):
+        raise InvalidRequest("the request target must be origin-form (/path?query); "
+                             "absolute-form and authority-form targets are refused",
+                             detail=target[:80])
+    if "#" in target:
+        raise InvalidRequest("the request target contains a fragment ('#')")

@@ -1,0 +1,80 @@
+"""One middleware turns every error into an X-Road coded answer (REST JSON or SOAP fault).
+
+REST: ``{"type": CODE, "message": ..., "detail": ...}`` with a fitting status and
+``X-Road-Error: CODE``. SOAP (a POST to ``/``): a SOAP 1.1 fault whose ``faultcode`` is
+the code, HTTP 500, and the same ``X-Road-Error`` header. Unexpected exceptions are logged
+(with a reference) and answered as ``InternalError`` without any internal detail.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from secserver.errors import SecServerError
+from secserver.routing import headers as h
+from secserver.routing.errors import (
+    InternalError,
+    InvalidRequest,
+    MessageTooLarge,
+    RequestTimeout,
+    Side,
+    qualified_code,
+)
+from secserver.routing.soap import render_fault
+
+log = structlog.get_logger("secserver.routing")
+
+SIDE_KEY = web.AppKey("secserver-side", str)
+CONTEXT = "secserver-xroad"  # request key: dict of X-Road response headers known so far
+
+
+def is_soap(request: web.BaseRequest) -> bool:
+    return request.method == "POST" and request.raw_path.split("?", 1)[0] == "/"
+
+
+def error_response(request: web.BaseRequest, error: SecServerError, side: Side) -> web.Response:
+    code = qualified_code(error, side)
+    headers: dict[str, str] = {h.X_ERROR: code}
+    known: Any = request.get(CONTEXT)
+    if isinstance(known, dict):
+        headers.update(known)
+    if is_soap(request):
+        response = web.Response(status=500, body=render_fault(code, error.message, error.detail),
+                                content_type="text/xml", charset="utf-8", headers=headers)
+    else:
+        body = json.dumps({"type": code, "message": error.message, "detail": error.detail})
+        response = web.Response(status=error.http_status, text=body,
+                                content_type="application/json", headers=headers)
+    if isinstance(error, MessageTooLarge | RequestTimeout | InvalidRequest):
+        response.force_close()  # the rest of the request may still be on the wire
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    side: Side = "ClientProxy" if request.app[SIDE_KEY] == "ClientProxy" else "ServerProxy"
+    try:
+        return await handler(request)
+    except SecServerError as exc:
+        log.info("exchange refused", code=qualified_code(exc, side), reason=exc.message,
+                 path=request.raw_path[:200], method=request.method)
+        return error_response(request, exc, side)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error: SecServerError = InvalidRequest(
+            f"{exc.reason}: this port serves X-Road REST calls under /r1/ and SOAP "
+            "envelopes posted to /", http_status=exc.status)
+        return error_response(request, error, side)
+    except Exception:
+        reference = uuid.uuid4().hex
+        log.exception("internal error", reference=reference)
+        failure = InternalError("an internal error occurred; the operator can find it in the "
+                                "node's log", detail=f"reference {reference}")
+        return error_response(request, failure, side)

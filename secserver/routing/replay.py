@@ -1,0 +1,126 @@
+"""Replay protection on the provider side: a message id is accepted once per client.
+
+Ids are remembered in memory (immediate refusal of a duplicate, even one still in flight)
+and in the ``exchange_seen_messages`` table, so a replay is refused across restarts and
+across nodes sharing one database. Inserts are grouped: concurrent requests share one
+transaction. Messages signed more than ``window`` seconds ago are refused by the provider
+anyway, so rows older than the window are pruned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from secserver.routing.errors import DuplicateMessageId, InternalError
+
+log = logging.getLogger(__name__)
+
+REPLAY_WINDOW = 600.0  # seconds; also the accepted age of a request's signing time
+
+_metadata = sa.MetaData()
+seen_messages = sa.Table(
+    "exchange_seen_messages", _metadata,
+    sa.Column("client", sa.String(400), primary_key=True),
+    sa.Column("message_id", sa.String(128), primary_key=True),
+    sa.Column("seen_at", sa.Float(), nullable=False),
+)
+
+Key = tuple[str, str]
+
+
+class ReplayGuard:
+    """``await check_and_record(client, message_id, now)`` raises DuplicateMessageId."""
+
+    TASK_NAME = "secserver-replay-flush"
+
+    def __init__(self, engine: AsyncEngine, window: float = REPLAY_WINDOW) -> None:
+        self._engine = engine
+        self._window = window
+        self._memory: dict[Key, float] = {}
+        self._pending: list[tuple[Key, float, asyncio.Future[bool]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_prune = 0.0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.TASK_NAME)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for _key, _at, future in self._pending:
+            if not future.done():
+                future.set_exception(InternalError("the node is shutting down"))
+        self._pending.clear()
+
+    async def check_and_record(self, client: str, message_id: str, now: float) -> None:
+        key = (client, message_id)
+        seen = self._memory.get(key)
+        if seen is not None and now - seen < self._window:
+            raise DuplicateMessageId(f"message id {message_id!r} of client {client} was "
+                                     "already received; every message needs a new id")
+        self._memory[key] = now
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((key, now, future))
+        self._wakeup.set()
+        if not await future:
+            raise DuplicateMessageId(f"message id {message_id!r} of client {client} was "
+                                     "already received; every message needs a new id")
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                await self._flush(batch)
+            now = max((at for _k, at, _f in batch), default=0.0)
+            if now - self._last_prune > 60.0:
+                await self._prune(now)
+
+    async def _flush(self, batch: list[tuple[Key, float, asyncio.Future[bool]]]) -> None:
+        rows = [{"client": k[0], "message_id": k[1], "seen_at": at} for k, at, _f in batch]
+        try:
+            try:
+                async with self._engine.begin() as connection:
+                    await connection.execute(seen_messages.insert(), rows)
+                results = [True] * len(batch)
+            except IntegrityError:
+                results = []
+                for row in rows:  # someone in the batch is a replay: find out who
+                    try:
+                        async with self._engine.begin() as connection:
+                            await connection.execute(seen_messages.insert(), [row])
+                        results.append(True)
+                    except IntegrityError:
+                        results.append(False)
+        except SQLAlchemyError as exc:
+            log.error("replay store write failed: %s", type(exc).__name__)
+            for _k, _at, future in batch:
+                if not future.done():
+                    future.set_exception(InternalError(
+                        "the replay store cannot be written; the message was not processed"))
+            return
+        for (_k, _at, future), ok in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(ok)
+
+    async def _prune(self, now: float) -> None:
+        self._last_prune = now
+        limit = now - self._window
+        self._memory = {k: at for k, at in self._memory.items() if at >= limit}
+        try:
+            async with self._engine.begin() as connection:
+                await connection.execute(seen_messages.delete().where(
+                    seen_messages.c.seen_at < limit))
+        except SQLAlchemyError as exc:
+            log.warning("replay store prune failed: %s", type(exc).__name__)

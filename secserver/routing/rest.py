@@ -1,0 +1,137 @@
+"""The REST adapter (X-Road message protocol for REST, ``r1``). Pure.
+
+``parse_rest_request`` turns a request head as received (method, raw target, headers) into
+an ``ExchangeRequest``; it never follows the target or Host, and it refuses ambiguous paths
+(see ``secserver.acl.paths.normalise_path``) so the path the access check sees is the path
+the backend gets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from secserver.acl.paths import InvalidPath, normalise_path
+from secserver.errors import InvalidIdentifier
+from secserver.identifiers import ClientId, ServiceId, parse_rest_service_path
+from secserver.routing import headers as h
+from secserver.routing.errors import (
+    InvalidClientIdentifier,
+    InvalidRequest,
+    InvalidServiceIdentifier,
+    MissingHeaderField,
+)
+
+REST_PREFIX = "/r1/"
+REST_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_QUERY_BAD = frozenset(" \t\r\n#\\\x00\x7f")
+
+
+@dataclass(frozen=True)
+class ExchangeRequest:
+    """What the exchange needs of one request, REST or SOAP.
+
+    ``path`` is the raw service path after the service id (REST; ``""`` for SOAP and for
+    a REST call of the service root), ``query`` the raw query without ``?``; ``headers``
+    are the end-to-end headers, lower-cased and sorted, exactly as signed and forwarded.
+    """
+
+    kind: Literal["rest", "soap"]
+    client: ClientId
+    service: ServiceId
+    method: str
+    path: str
+    query: str
+    headers: tuple[tuple[str, str], ...]
+    message_id: str | None = None
+    user_id: str | None = None
+    issue: str | None = None
+    data_subject: str | None = None
+
+    @property
+    def acl_path(self) -> str:
+        """The normalised path the access decision is made on."""
+        return normalise_path(self.path) if self.path else "/"
+
+    def target(self) -> str:
+        """The origin-form target between security servers (REST) or ``/`` (SOAP)."""
+        if self.kind == "soap":
+            return "/"
+        target = REST_PREFIX + self.service.url_path() + self.path
+        return f"{target}?{self.query}" if self.query else target
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """``(path, query)`` of an origin-form target; the query keeps its encoding."""
+    h.check_origin_form(target)
+    path, _, query = target.partition("?")
+    if any(c in _QUERY_BAD or ord(c) < 0x20 for c in query):
+        raise InvalidRequest("the query string contains white space or control characters")
+    return path, query
+
+
+def parse_client_header(value: str | None) -> ClientId:
+    if value is None:
+        raise MissingHeaderField(f"the {h.X_CLIENT} header is missing; send "
+                                 "INSTANCE/CLASS/MEMBER/SUBSYSTEM of the calling subsystem")
+    try:
+        client = ClientId.parse(value.strip())
+    except InvalidIdentifier as exc:
+        raise InvalidClientIdentifier(f"{h.X_CLIENT}: {exc.message}") from exc
+    if not client.is_subsystem:
+        raise InvalidClientIdentifier(f"{h.X_CLIENT} {value!r} names a member; the client "
+                                      "of a call is always a subsystem")
+    return client
+
+
+def parse_rest_request(method: str, target: str,
+                       headers: Iterable[tuple[str, str]]) -> ExchangeRequest:
+    """Parse a REST call head as the information system (or a consumer SS) sent it."""
+    pairs = list(headers)
+    method = method.upper()
+    if method not in REST_METHODS:
+        raise InvalidRequest(f"HTTP method {method} is not allowed on the exchange; use one "
+                             f"of {', '.join(sorted(REST_METHODS))}")
+    path, query = split_target(target)
+    if not path.startswith(REST_PREFIX):
+        raise InvalidRequest(f"REST calls go to {REST_PREFIX}INSTANCE/CLASS/MEMBER/SUBSYSTEM/"
+                             "SERVICE[/path]; SOAP envelopes are posted to /")
+    try:
+        service, rest = parse_rest_service_path(path[len(REST_PREFIX):])
+    except InvalidIdentifier as exc:
+        raise InvalidServiceIdentifier(exc.message) from exc
+    if rest:
+        try:
+            normalise_path(rest)
+        except InvalidPath as exc:
+            raise InvalidRequest(exc.message) from exc
+    client = parse_client_header(h.single(pairs, h.X_CLIENT))
+    message_id = h.single(pairs, h.X_ID)
+    if message_id is not None:
+        h.check_message_id(message_id, h.X_ID)
+    user_id = h.single(pairs, h.X_USER_ID)
+    issue = h.single(pairs, h.X_ISSUE)
+    subject = h.single(pairs, h.X_DATA_SUBJECT)
+    for value, name in ((user_id, h.X_USER_ID), (issue, h.X_ISSUE),
+                        (subject, h.X_DATA_SUBJECT)):
+        if value is not None:
+            h.check_text(value, name)
+    return ExchangeRequest(
+        kind="rest", client=client, service=service, method=method, path=rest, query=query,
+        headers=h.signed_headers(pairs), message_id=message_id, user_id=user_id,
+        issue=issue, data_subject=subject,
+    )
+
+
+def backend_target(backend_url: str, request: ExchangeRequest) -> str:
+    """The URL the provider forwards to: the registered base URL plus path and query.
+
+    Only the registered URL decides scheme, host and port; the request adds a path below
+    the base path (already validated: no dot segments, no encoded slashes) and its query.
+    """
+    base = backend_url.rstrip("/") if request.path else backend_url
+    url = base + request.path
+    if request.query:
+        url += ("&" if "?" in backend_url else "?") + request.query
+    return url
