@@ -1,0 +1,206 @@
+"""Where the log lives: the tables (created by migration ``0002_log``) and their reads.
+
+* ``log_records``: one hash chain per node (``node_id`` = ``[node] server_id``), keyed by
+  ``(node_id, seq)``. ``content`` holds the canonical bytes; ``kind``, ``at`` and
+  ``message_id`` repeat header fields for queries (the verifier checks they agree);
+  ``body``, ``signed_document`` and ``signature`` hold the bytes whose digests the content
+  names (for checkpoints ``signature`` is the node's CMS signature over ``content``).
+* ``log_timestamps``: the RFC 3161 token of each checkpoint, added when the TSA answers.
+* ``log_archives``: archive files that hold records purged from ``log_records``.
+
+Rows of ``log_records`` are only ever inserted (and deleted by ``audit archive``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    and_,
+    func,
+    select,
+)
+
+from secserver.audit.chain import GENESIS
+from secserver.audit.records import parse_fields
+from secserver.db.base import Base
+
+log_records = Table(
+    "log_records", Base.metadata,
+    Column("node_id", String(255), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("at", String(32), nullable=False),
+    Column("message_id", String(255)),
+    Column("prev_hash", LargeBinary, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("body", LargeBinary),
+    Column("signed_document", LargeBinary),
+    Column("signature", LargeBinary),
+)
+
+log_timestamps = Table(
+    "log_timestamps", Base.metadata,
+    Column("node_id", String(255), primary_key=True),
+    Column("checkpoint_seq", BigInteger, primary_key=True),
+    Column("token", LargeBinary, nullable=False),
+    Column("at", String(32), nullable=False),
+)
+
+log_archives = Table(
+    "log_archives", Base.metadata,
+    Column("node_id", String(255), primary_key=True),
+    Column("first_seq", BigInteger, primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("last_hash", LargeBinary, nullable=False),
+    Column("last_admin_event_id", Integer),
+    Column("path", Text, nullable=False),
+    Column("file_sha256", String(64), nullable=False),
+    Column("created_at", String(32), nullable=False),
+)
+
+RECORD_COLUMNS = (
+    log_records.c.seq, log_records.c.kind, log_records.c.at, log_records.c.message_id,
+    log_records.c.prev_hash, log_records.c.hash, log_records.c.content, log_records.c.body,
+    log_records.c.signed_document, log_records.c.signature,
+)
+
+
+class StoredRecord(NamedTuple):
+    """One stored row, as the verifier reads it (database or archive)."""
+
+    seq: int
+    kind: str
+    at: str
+    message_id: str | None
+    prev_hash: bytes
+    hash: bytes
+    content: bytes
+    body: bytes | None
+    signed_document: bytes | None
+    signature: bytes | None
+
+
+def stored_record(row: Any) -> StoredRecord:
+    seq, kind, at, mid, prev, h, content, body, doc, sig = row
+    return StoredRecord(int(seq), str(kind), str(at), None if mid is None else str(mid),
+                        bytes(prev), bytes(h), bytes(content),
+                        None if body is None else bytes(body),
+                        None if doc is None else bytes(doc),
+                        None if sig is None else bytes(sig))
+
+
+@dataclass(frozen=True)
+class ArchiveEntry:
+    first_seq: int
+    last_seq: int
+    last_hash: bytes
+    last_admin_event_id: int | None
+    path: str
+    file_sha256: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class ChainState:
+    """Where a node's chain stands: what the writer resumes from."""
+
+    head_seq: int
+    head_hash: bytes
+    last_checkpoint_seq: int
+    pending_hashes: tuple[bytes, ...]  # record hashes after the last checkpoint
+    last_admin_event_id: int
+
+
+# Reads shared by the writer (through ``AsyncConnection.run_sync``) and the CLI.
+
+def archives(conn: Connection, node_id: str) -> list[ArchiveEntry]:
+    rows = conn.execute(select(log_archives).where(log_archives.c.node_id == node_id)
+                        .order_by(log_archives.c.first_seq)).all()
+    return [ArchiveEntry(int(r.first_seq), int(r.last_seq), bytes(r.last_hash),
+                         r.last_admin_event_id, r.path, r.file_sha256, r.created_at)
+            for r in rows]
+
+
+def chain_state(conn: Connection, node_id: str) -> ChainState:
+    where = log_records.c.node_id == node_id
+    archived = archives(conn, node_id)
+    head = conn.execute(select(log_records.c.seq, log_records.c.hash).where(where)
+                        .order_by(log_records.c.seq.desc()).limit(1)).first()
+    if head is not None:
+        head_seq, head_hash = int(head.seq), bytes(head.hash)
+    elif archived:
+        head_seq, head_hash = archived[-1].last_seq, archived[-1].last_hash
+    else:
+        head_seq, head_hash = 0, GENESIS
+    last_cp = conn.execute(select(func.max(log_records.c.seq))
+                           .where(and_(where, log_records.c.kind == "checkpoint"))).scalar()
+    if last_cp is None:
+        last_cp = archived[-1].last_seq if archived else 0
+    pending = conn.execute(select(log_records.c.hash).where(and_(where,
+                           log_records.c.seq > last_cp)).order_by(log_records.c.seq)).scalars()
+    last_admin = conn.execute(select(log_records.c.content).where(and_(
+        where, log_records.c.kind == "admin")).order_by(log_records.c.seq.desc()).limit(1)
+    ).scalar()
+    if last_admin is not None:
+        admin_id = int(parse_fields(bytes(last_admin))["event-id"])
+    else:
+        admin_id = max((a.last_admin_event_id or 0 for a in archived), default=0)
+    return ChainState(head_seq, head_hash, int(last_cp), tuple(bytes(h) for h in pending),
+                      admin_id)
+
+
+def untimestamped_checkpoints(conn: Connection, node_id: str) -> list[tuple[int, str, bytes]]:
+    """``(seq, at, content)`` of checkpoints still waiting for a token, oldest first."""
+    stamped = select(log_timestamps.c.checkpoint_seq).where(
+        log_timestamps.c.node_id == node_id)
+    rows = conn.execute(
+        select(log_records.c.seq, log_records.c.at, log_records.c.content).where(and_(
+            log_records.c.node_id == node_id, log_records.c.kind == "checkpoint",
+            log_records.c.seq.not_in(stamped))).order_by(log_records.c.seq)).all()
+    return [(int(r.seq), r.at, bytes(r.content)) for r in rows]
+
+
+def timestamps(conn: Connection, node_id: str, first: int = 0,
+               last: int | None = None) -> dict[int, bytes]:
+    query = select(log_timestamps.c.checkpoint_seq, log_timestamps.c.token).where(and_(
+        log_timestamps.c.node_id == node_id, log_timestamps.c.checkpoint_seq >= first))
+    if last is not None:
+        query = query.where(log_timestamps.c.checkpoint_seq <= last)
+    return {int(seq): bytes(token) for seq, token in conn.execute(query)}
+
+
+def iter_records(conn: Connection, node_id: str, first: int = 0, last: int | None = None,
+                 *, chunk: int = 5000) -> Iterator[StoredRecord]:
+    """The node's records in seq order, read in chunks (bounded memory)."""
+    where = and_(log_records.c.node_id == node_id, log_records.c.seq >= first)
+    if last is not None:
+        where = and_(where, log_records.c.seq <= last)
+    next_seq = first
+    while True:
+        rows = conn.execute(select(*RECORD_COLUMNS).where(and_(
+            where, log_records.c.seq >= next_seq)).order_by(log_records.c.seq)
+            .limit(chunk)).all()
+        for row in rows:
+            yield stored_record(tuple(row))
+        if len(rows) < chunk:
+            return
+        next_seq = int(rows[-1][0]) + 1
+
+
+def checkpoint_bounds(conn: Connection, node_id: str) -> list[int]:
+    """Seqs of the node's checkpoints still in the database, ascending."""
+    return [int(s) for s in conn.execute(select(log_records.c.seq).where(and_(
+        log_records.c.node_id == node_id, log_records.c.kind == "checkpoint"))
+        .order_by(log_records.c.seq)).scalars()]

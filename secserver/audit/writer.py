@@ -1,0 +1,544 @@
+"""The log writer: group commit, checkpoints, timestamps, admin events.
+
+One ``LogWriter`` per node process. ``append`` queues a record and returns its sequence
+number once the transaction holding it has committed (SQLite ``synchronous=FULL`` / the
+PostgreSQL default both fsync on commit). One task, ``log-writer``, takes everything
+queued (at most ``[log] group_commit_max`` records), numbers and chains it, and commits it
+in one transaction, so concurrent appends share one commit. Any failure fails every record
+queued at that moment with ``LoggingFailed`` (fail closed) and turns health red; the next
+append tries again.
+
+The same task closes a batch with a checkpoint every ``[log] checkpoint_interval`` seconds
+or ``[log] checkpoint_records`` records (never an empty one), signed with the node's log
+key. Task ``log-timestamper`` gets an RFC 3161 token for each checkpoint, oldest first;
+while the TSA is down traffic continues, a ``tsa-failure`` system record is written once,
+and the checkpoints wait. ``check_accepting(now)`` refuses new messages
+(``LogTimestampOverdue``) once the oldest waiting checkpoint is older than
+``[tsa] grace_period``. Task ``log-admin`` chains new ``admin_events`` rows in id order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from secserver import __version__
+from secserver.audit.body import associated_data, encrypt_body, parse_body_key
+from secserver.audit.chain import chain_hash
+from secserver.audit.errors import LoggingFailed, LogTimestampOverdue
+from secserver.audit.records import (
+    AdminRecord,
+    CheckpointRecord,
+    Evidence,
+    MessageRecord,
+    Record,
+    SystemRecord,
+    canonical_bytes,
+    format_time,
+    parse_time,
+)
+from secserver.audit.store import (
+    ChainState,
+    chain_state,
+    log_records,
+    log_timestamps,
+    untimestamped_checkpoints,
+)
+from secserver.config import NodeConfig, read_secret
+from secserver.db.engine import make_async_engine
+from secserver.signing.merkle import merkle_root
+
+log = structlog.get_logger("secserver.audit")
+
+CheckpointSigner = Callable[[bytes], bytes]
+"""Signs checkpoint bytes: CMS SignedData, detached, DER (runs in a worker thread)."""
+
+Timestamper = Callable[[bytes], Awaitable[bytes]]
+"""Returns an RFC 3161 token (DER TimeStampToken) over the bytes, or raises."""
+
+ADMIN_GAP_WAIT = 5.0  # seconds to wait for a missing admin_events id (uncommitted insert)
+ENCRYPT_IN_THREAD = 256 * 1024
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Queued:
+    record: Record
+    evidence: Evidence
+    future: asyncio.Future[int]
+
+
+def default_signer(config: NodeConfig,
+                   clock: Callable[[], datetime] = _utcnow) -> CheckpointSigner:
+    """Sign with ``[log] key_file`` / ``cert_file`` (the node's log key)."""
+    from secserver.signing import cms
+    from secserver.signing.keys import load_certificate, load_private_key
+
+    if config.log.key_file is None or config.log.cert_file is None:
+        raise LoggingFailed("the message log needs the node's log key: set [log] key_file "
+                            "and [log] cert_file")
+    passphrase = read_secret(config.log.key_passphrase_file, "[log] key_passphrase_file")
+    key = load_private_key(config.log.key_file, passphrase)
+    signer = cms.CmsSigner(key, load_certificate(config.log.cert_file))
+
+    def sign(data: bytes) -> bytes:
+        return signer.sign(data, signing_time=clock())
+
+    return sign
+
+
+def default_timestamper(config: NodeConfig) -> Timestamper | None:
+    """Ask ``[tsa] url``; ``None`` (no timestamps) when no URL is configured."""
+    if not config.tsa.url:
+        return None
+    timestamp = importlib.import_module("secserver.signing.timestamp")
+    url, timeout = config.tsa.url, config.tsa.timeout
+
+    async def stamp(data: bytes) -> bytes:
+        token: bytes = await timestamp.request_timestamp(url, data, timeout=timeout)
+        return token
+
+    return stamp
+
+
+class LogWriter:
+    """The node's append-only log (see the module docstring)."""
+
+    def __init__(self, config: NodeConfig, *, engine: AsyncEngine | None = None,
+                 signer: CheckpointSigner | None = None,
+                 timestamper: Timestamper | bool | None = True,
+                 clock: Callable[[], datetime] = _utcnow,
+                 tsa_retry: float = 1.0, admin_poll: float = 0.5) -> None:
+        """``signer``/``timestamper`` default to the configured log key and TSA
+        (``timestamper=None`` disables timestamps); ``clock`` gives record times."""
+        self._config = config
+        self._node = config.node.server_id
+        self._engine = engine
+        self._own_engine = engine is None
+        self._signer = signer
+        self._timestamper: Timestamper | None = None
+        self._timestamper_arg = timestamper
+        self._clock = clock
+        self._tsa_retry = tsa_retry
+        self._admin_poll = admin_poll
+        self._max_batch = max(1, config.log.group_commit_max)
+        self._interval = config.log.checkpoint_interval
+        self._cp_records = config.log.checkpoint_records
+        self._grace = timedelta(seconds=config.tsa.grace_period)
+        self._body_key: bytes | None = None
+
+        self._queue: list[_Queued] = []
+        self._wake = asyncio.Event()
+        self._ts_wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._ts_drained = asyncio.Event()  # set when no checkpoint waits, or the TSA failed
+        self._running = False
+        self._closing = False
+        self._reload = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+        self._head_seq = 0
+        self._head_hash = b""
+        self._last_cp = 0
+        self._last_cp_time = 0.0
+        self._pending_hashes: list[bytes] = []
+        self._last_admin_id = 0
+        self._admin_gaps: dict[int, float] = {}
+        self._admin_lock = asyncio.Lock()
+        self._ts_pending: list[tuple[int, str, bytes]] = []
+        self._tsa_failing = False
+        self._tsa_error: str | None = None
+        self._last_error: str | None = None
+        self._admin_error: str | None = None
+
+    # -- life cycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the chain head, start the tasks and write a ``start`` system record."""
+        if self._signer is None:
+            self._signer = default_signer(self._config, self._clock)
+        if self._timestamper_arg is True:
+            self._timestamper = default_timestamper(self._config)
+        elif self._timestamper_arg is not False and self._timestamper_arg is not None:
+            self._timestamper = self._timestamper_arg
+        raw_key = read_secret(self._config.log.body_key_file, "[log] body_key_file")
+        if raw_key is not None:
+            self._body_key = parse_body_key(raw_key)
+        if self._engine is None:
+            self._engine = make_async_engine(self._config.database_url)
+        try:
+            async with self._engine.connect() as conn:
+                state = await conn.run_sync(chain_state, self._node)
+                self._ts_pending = await conn.run_sync(untimestamped_checkpoints, self._node)
+        except Exception as exc:
+            raise LoggingFailed(f"cannot read the message log of {self._node}: {exc}; "
+                                "is the database reachable and upgraded "
+                                "(secserver db upgrade)?") from exc
+        self._apply_state(state)
+        self._last_cp_time = time.monotonic()
+        self._running = True
+        self._tasks = [asyncio.create_task(self._commit_loop(), name="log-writer"),
+                       asyncio.create_task(self._admin_loop(), name="log-admin")]
+        if self._timestamper is not None:
+            self._tasks.append(asyncio.create_task(self._timestamp_loop(),
+                                                   name="log-timestamper"))
+        await self.append(SystemRecord(event="start", detail=f"secserver {__version__}"))
+        log.info("log writer started", node=self._node, head_seq=self._head_seq,
+                 untimestamped=len(self._ts_pending))
+
+    async def stop(self) -> None:
+        """Chain pending admin events, write a ``stop`` record and a final checkpoint,
+        give the TSA up to ``[tsa] timeout`` to stamp what waits, then stop the tasks."""
+        if not self._running:
+            return
+        with contextlib.suppress(Exception):
+            await self._poll_admin()
+        self._running = False
+        stop_record = self._enqueue(SystemRecord(event="stop"), Evidence())
+        self._closing = True
+        self._wake.set()
+        with contextlib.suppress(Exception):
+            await stop_record
+        writer_task = self._tasks[0]
+        with contextlib.suppress(Exception):
+            await writer_task
+        if self._timestamper is not None and self._ts_pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ts_drained.wait(), self._config.tsa.timeout)
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self._own_engine and self._engine is not None:
+            await self._engine.dispose()
+        log.info("log writer stopped", node=self._node, head_seq=self._head_seq)
+
+    # -- the interface the proxy uses --------------------------------------------------
+
+    async def append(self, record: Record) -> int:
+        """Append a record; return its sequence number once it is durably committed.
+
+        Raises ``LoggingFailed`` when it could not be written (nothing may be forwarded).
+        """
+        if not self._running:
+            raise LoggingFailed("the message log is not running")
+        evidence = await self._evidence(record)
+        return await self._enqueue(record, evidence)
+
+    def check_accepting(self, now: datetime) -> None:
+        """Raise when the node must refuse new messages: the log is not running
+        (``LoggingFailed``), or a checkpoint waits for a timestamp longer than
+        ``[tsa] grace_period`` (``LogTimestampOverdue``)."""
+        if not self._running:
+            raise LoggingFailed("the message log is not running")
+        if self._ts_pending:
+            seq, at, _ = self._ts_pending[0]
+            waited = now - parse_time(at)
+            if waited > self._grace:
+                raise LogTimestampOverdue(
+                    f"checkpoint {seq} of the message log has waited "
+                    f"{int(waited.total_seconds())} s for a timestamp, longer than "
+                    f"[tsa] grace_period ({int(self._grace.total_seconds())} s); "
+                    f"new messages are refused until the TSA at {self._config.tsa.url} "
+                    "answers again",
+                    detail=self._tsa_error)
+
+    def health(self) -> dict[str, Any]:
+        """State for ``/healthz``: ``status`` is ``ok``, ``degraded`` (TSA down, still
+        accepting) or ``failing`` (not writing, or refusing messages)."""
+        reason: str | None = None
+        accepting = True
+        try:
+            self.check_accepting(self._clock())
+        except (LoggingFailed, LogTimestampOverdue) as exc:
+            accepting, reason = False, exc.message
+        if not accepting or self._last_error is not None:
+            status = "failing"
+            reason = reason or f"the message log cannot be written: {self._last_error}"
+        elif self._tsa_failing or self._admin_error is not None:
+            status = "degraded"
+            reason = (f"TSA unreachable, checkpoints wait for timestamps: {self._tsa_error}"
+                      if self._tsa_failing else f"admin events: {self._admin_error}")
+        else:
+            status = "ok"
+        return {
+            "status": status,
+            "reason": reason,
+            "accepting": accepting,
+            "node": self._node,
+            "head_seq": self._head_seq,
+            "last_checkpoint_seq": self._last_cp,
+            "unanchored_records": len(self._pending_hashes),
+            "untimestamped_checkpoints": len(self._ts_pending),
+            "oldest_untimestamped_at": self._ts_pending[0][1] if self._ts_pending else None,
+            "tsa": ("disabled" if self._timestamper is None
+                    else "unreachable" if self._tsa_failing else "ok"),
+            "last_error": self._last_error,
+            "last_admin_event_id": self._last_admin_id,
+        }
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _apply_state(self, state: ChainState) -> None:
+        self._head_seq, self._head_hash = state.head_seq, state.head_hash
+        self._last_cp = state.last_checkpoint_seq
+        self._pending_hashes = list(state.pending_hashes)
+        self._last_admin_id = max(self._last_admin_id, state.last_admin_event_id)
+
+    async def _evidence(self, record: Record) -> Evidence:
+        if not isinstance(record, MessageRecord) or record.body is None \
+                or record.body_policy == "digest":
+            return Evidence()
+        body = record.body
+        if record.body_policy == "store":
+            return Evidence(stored_body=body, body_sha256=hashlib.sha256(body).digest())
+        key = self._body_key
+        if key is None:
+            raise LoggingFailed(f"the body of message {record.message_id} must be stored "
+                                "encrypted but no [log] body_key_file is configured")
+        aad = associated_data(self._node, record.message_id, record.direction, record.side)
+
+        def seal() -> Evidence:
+            return Evidence(stored_body=encrypt_body(key, body, aad),
+                            body_sha256=hashlib.sha256(body).digest())
+
+        return await asyncio.to_thread(seal) if len(body) > ENCRYPT_IN_THREAD else seal()
+
+    def _enqueue(self, record: Record, evidence: Evidence) -> asyncio.Future[int]:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Queued(record, evidence, future))
+        self._wake.set()
+        return future
+
+    def _checkpoint_due(self) -> bool:
+        return bool(self._pending_hashes) and (
+            len(self._pending_hashes) >= self._cp_records
+            or time.monotonic() - self._last_cp_time >= self._interval)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            if not self._queue and not self._closing:
+                timeout = None
+                if self._pending_hashes:
+                    timeout = max(0.0, self._last_cp_time + self._interval - time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            if self._queue:
+                batch = self._queue[:self._max_batch]
+                del self._queue[:self._max_batch]
+                await self._commit(batch)
+            if self._checkpoint_due() or (self._closing and not self._queue
+                                          and self._pending_hashes):
+                await self._write_checkpoint()
+            if self._closing and not self._queue:
+                return
+
+    def _fail(self, what: str, exc: BaseException) -> str:
+        message = f"{what}: {type(exc).__name__}: {exc}".splitlines()[0][:500]
+        self._last_error = message
+        self._reload = True
+        log.error("message log failure", node=self._node, error=message)
+        return message
+
+    async def _reload_state(self) -> None:
+        assert self._engine is not None
+        async with self._engine.connect() as conn:
+            state = await conn.run_sync(chain_state, self._node)
+        self._apply_state(state)
+        self._reload = False
+
+    async def _commit(self, batch: list[_Queued]) -> None:
+        assert self._engine is not None
+        try:
+            if self._reload:
+                await self._reload_state()
+            at = format_time(self._clock())
+            seq, prev = self._head_seq, self._head_hash
+            rows: list[dict[str, Any]] = []
+            hashes: list[bytes] = []
+            for item in batch:
+                seq += 1
+                record = item.record
+                content = canonical_bytes(self._node, seq, at, record, item.evidence)
+                digest = chain_hash(prev, content)
+                msg = record if isinstance(record, MessageRecord) else None
+                rows.append({
+                    "node_id": self._node, "seq": seq, "kind": record.kind, "at": at,
+                    "message_id": msg.message_id if msg else None,
+                    "prev_hash": prev, "hash": digest, "content": content,
+                    "body": item.evidence.stored_body,
+                    "signed_document": msg.signed_document if msg else None,
+                    "signature": msg.signature if msg else None,
+                })
+                hashes.append(digest)
+                prev = digest
+            async with self._engine.begin() as conn:
+                await conn.execute(log_records.insert(), rows)
+        except Exception as exc:
+            message = self._fail("cannot commit log records", exc)
+            failed = batch + self._queue  # fail closed: nothing queued now may succeed later
+            self._queue = []
+            for item in failed:
+                if not item.future.done():
+                    item.future.set_exception(
+                        LoggingFailed("the message log could not be written", detail=message))
+            return
+        self._head_seq, self._head_hash = seq, prev
+        self._pending_hashes.extend(hashes)
+        self._last_error = None
+        first = seq - len(batch) + 1
+        for offset, item in enumerate(batch):
+            if not item.future.done():
+                item.future.set_result(first + offset)
+
+    async def _write_checkpoint(self) -> None:
+        assert self._engine is not None and self._signer is not None
+        self._last_cp_time = time.monotonic()
+        try:
+            if self._reload:
+                await self._reload_state()
+                if not self._pending_hashes:
+                    return
+            checkpoint = CheckpointRecord(
+                first_seq=self._last_cp + 1, last_seq=self._head_seq,
+                merkle_root=merkle_root(self._pending_hashes), chain_head=self._head_hash,
+                previous_checkpoint=self._last_cp)
+            seq = self._head_seq + 1
+            at = format_time(self._clock())
+            content = canonical_bytes(self._node, seq, at, checkpoint)
+            digest = chain_hash(self._head_hash, content)
+            signature = await asyncio.to_thread(self._signer, content)
+            async with self._engine.begin() as conn:
+                await conn.execute(log_records.insert(), [{
+                    "node_id": self._node, "seq": seq, "kind": "checkpoint", "at": at,
+                    "message_id": None, "prev_hash": self._head_hash, "hash": digest,
+                    "content": content, "body": None, "signed_document": None,
+                    "signature": signature}])
+        except Exception as exc:
+            self._fail("cannot write a checkpoint", exc)
+            return
+        self._head_seq, self._head_hash, self._last_cp = seq, digest, seq
+        self._pending_hashes = []
+        self._last_error = None
+        if self._timestamper is not None:
+            self._ts_pending.append((seq, at, content))
+            self._ts_drained.clear()
+            self._ts_wake.set()
+
+    def _system(self, event: Any, detail: str) -> None:
+        """Queue a system record from a background task (nobody waits for it)."""
+        if not self._running:
+            return
+        future = self._enqueue(SystemRecord(event=event, detail=detail), Evidence())
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    async def _timestamp_loop(self) -> None:
+        assert self._timestamper is not None and self._engine is not None
+        while True:
+            if not self._ts_pending:
+                self._ts_drained.set()
+                self._ts_wake.clear()
+                await self._ts_wake.wait()
+                continue
+            seq, at, content = self._ts_pending[0]
+            try:
+                token = await self._timestamper(content)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                if not self._tsa_failing:
+                    self._tsa_failing = True
+                    log.warning("TSA unreachable; checkpoints wait for timestamps",
+                                node=self._node, url=self._config.tsa.url, error=error)
+                    self._system("tsa-failure", f"{self._config.tsa.url}: {error}")
+                self._tsa_error = error
+                if self._closing:
+                    self._ts_drained.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self._tsa_retry)
+                continue
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.execute(log_timestamps.insert(), [{
+                        "node_id": self._node, "checkpoint_seq": seq, "token": token,
+                        "at": format_time(self._clock())}])
+            except Exception as exc:
+                self._fail("cannot store a checkpoint timestamp", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self._tsa_retry)
+                continue
+            self._ts_pending.pop(0)
+            if self._tsa_failing:
+                self._tsa_failing = False
+                self._tsa_error = None
+                log.info("TSA answers again", node=self._node, url=self._config.tsa.url)
+                self._system("tsa-recovered",
+                             f"{self._config.tsa.url}: checkpoints from {at} on timestamped")
+
+    async def _poll_admin(self) -> None:
+        async with self._admin_lock:
+            await self._poll_admin_locked()
+
+    async def _poll_admin_locked(self) -> None:
+        assert self._engine is not None
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(text(
+                "SELECT id, at, actor, action, object, before, after FROM admin_events "
+                "WHERE id > :last ORDER BY id LIMIT 500"), {"last": self._last_admin_id})).all()
+        records: list[AdminRecord] = []
+        expected = self._last_admin_id + 1
+        now = time.monotonic()
+        for row in rows:
+            event_id = int(row.id)
+            if event_id != expected:
+                # A lower id may still be uncommitted (PostgreSQL sequences): wait a little
+                # before treating the gap as a rolled-back insert.
+                first_seen = self._admin_gaps.setdefault(event_id, now)
+                if now - first_seen < ADMIN_GAP_WAIT:
+                    break
+            event_at = row.at if isinstance(row.at, datetime) \
+                else datetime.fromisoformat(str(row.at))
+            if event_at.tzinfo is None:
+                event_at = event_at.replace(tzinfo=UTC)
+            records.append(AdminRecord(event_id=event_id, event_at=event_at, actor=row.actor,
+                                       action=row.action, object=row.object,
+                                       before=row.before, after=row.after))
+            expected = event_id + 1
+        if not records:
+            return
+        futures = [self._enqueue(r, Evidence()) for r in records]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for record, result in zip(records, results, strict=True):
+            if isinstance(result, BaseException):
+                raise result
+            self._last_admin_id = record.event_id
+            self._admin_gaps.pop(record.event_id, None)
+
+    async def _admin_loop(self) -> None:
+        while True:
+            try:
+                await self._poll_admin()
+                self._admin_error = None
+            except Exception as exc:
+                self._admin_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._admin_poll)
+            if self._stopping.is_set() or not self._running:
+                return
