@@ -1,0 +1,243 @@
+"""Signing and verifying signed documents, one by one or in Merkle batches.
+
+A message signature (the ``signature blob``) has one of two forms (docs/protocol.md,
+"Signature"):
+
+* **single**: exactly a detached CMS SignedData DER over the signed-document bytes, so
+  ``openssl cms -verify -binary -content DOC -inform DER`` checks it;
+* **batch**: a DER ``SEQUENCE { version INTEGER (1), index INTEGER, size INTEGER,
+  path SEQUENCE OF OCTET STRING, signature ContentInfo }`` where ``signature`` is a
+  detached CMS SignedData over the *batch root document*
+  ``b"secserver-batch-root: 1\\nsize: <size>\\nroot: <hex SHA-256 root>\\n"`` and the root
+  is the RFC 6962 Merkle tree head of the batch's signed documents (leaf data = document
+  bytes), ``path`` the audit path of this document (leaf ``index`` of ``size``).
+
+The two forms differ in the first element of the outer SEQUENCE (OID vs INTEGER).
+``Signer`` makes single signatures inline for EC keys; RSA keys sign in a worker thread,
+and in ``auto`` mode requests that queue while the key is busy are signed together as one
+batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from secserver.config import NodeConfig, read_secret
+from secserver.identifiers import ClientId
+from secserver.signing import der
+from secserver.signing.cms import CmsSigner, RsaPadding, utc_now, verify_detached
+from secserver.signing.errors import KeyUnavailable, MalformedSignature
+from secserver.signing.keys import PrivateKey, load_certificate, load_private_key
+from secserver.signing.merkle import HASH_SIZE, audit_paths, root_from_path
+from secserver.signing.pki import member_id_from_certificate
+from secserver.signing.trust import TrustStore
+
+BatchMode = Literal["auto", "off"]
+MAX_BATCH = 512
+
+
+def batch_root_document(root: bytes, size: int) -> bytes:
+    """The bytes a batch's CMS signature covers."""
+    return f"secserver-batch-root: 1\nsize: {size}\nroot: {root.hex()}\n".encode("ascii")
+
+
+@dataclass(frozen=True)
+class BatchProof:
+    """Where one signed document sits in a signed batch."""
+
+    index: int
+    size: int
+    path: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class SignatureBlob:
+    """A message signature: a CMS SignedData DER, with a batch proof when batched."""
+
+    cms: bytes
+    batch: BatchProof | None = None
+
+    def to_bytes(self) -> bytes:
+        if self.batch is None:
+            return self.cms
+        proof = self.batch
+        return der.sequence(
+            der.integer(1), der.integer(proof.index), der.integer(proof.size),
+            der.sequence(*(der.octet_string(p) for p in proof.path)),
+            self.cms,
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SignatureBlob:
+        try:
+            start, end = der.expect(data, 0, der.SEQUENCE, "signature")
+            if end != len(data):
+                raise der.DerError("trailing bytes after the signature")
+            items = der.children(data, start, end)
+            if items and items[0][0] == der.OID:
+                return cls(data)
+            if len(items) != 5 or [t[0] for t in items[:4]] != [der.INTEGER] * 3 + [der.SEQUENCE]:
+                raise der.DerError("neither a CMS ContentInfo nor a batch signature")
+            version, index, size = (der.read_integer(data[t[2]:t[3]]) for t in items[:3])
+            if version != 1:
+                raise der.DerError(f"batch signature version {version} is not supported")
+            path = []
+            for tag, _s, c_start, c_end in der.children(data, items[3][2], items[3][3]):
+                if tag != der.OCTET_STRING or c_end - c_start != HASH_SIZE:
+                    raise der.DerError("audit path entries must be 32-byte OCTET STRINGs")
+                path.append(data[c_start:c_end])
+            if not 0 <= index < size or items[4][0] != der.SEQUENCE:
+                raise der.DerError(f"batch index {index} of size {size} is impossible")
+            return cls(data[items[4][1]:items[4][3]], BatchProof(index, size, tuple(path)))
+        except der.DerError as exc:
+            raise MalformedSignature(f"message signature is malformed: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class VerifiedMessage:
+    """A verified message signature: who signed, with which certificate, when, how."""
+
+    member: ClientId | None
+    certificate: x509.Certificate
+    signing_time: datetime | None
+    batch: BatchProof | None
+
+
+def verify_message(document_bytes: bytes, signature_blob: bytes, trust: TrustStore,
+                   now: datetime, expected_member: ClientId | None = None) -> VerifiedMessage:
+    """Verify a single or batch signature over ``document_bytes`` at time ``now``.
+
+    ``expected_member``: the client that claims to have signed (member or subsystem); the
+    signer certificate must be bound to its member. Raises a ``VerificationError``.
+    """
+    blob = SignatureBlob.from_bytes(signature_blob)
+    if blob.batch is None:
+        content = document_bytes
+    else:
+        proof = blob.batch
+        root = root_from_path(document_bytes, proof.index, proof.size, proof.path)
+        content = batch_root_document(root, proof.size)
+    verified = verify_detached(blob.cms, content, trust, now, expected_member=expected_member)
+    return VerifiedMessage(verified.member, verified.certificate, verified.signing_time,
+                           blob.batch)
+
+
+class Signer:
+    """Signs signed documents with one member key (``async sign`` or ``sign_now``).
+
+    ``batch="auto"``: when documents arrive while the key is busy, the next signature
+    covers all of them (up to ``max_batch``) as one Merkle batch. ``inline=None`` signs EC
+    keys in the event loop (tens of microseconds) and RSA keys in a worker thread.
+    Call ``close()`` on shutdown.
+    """
+
+    def __init__(self, key: PrivateKey, certificate: x509.Certificate, *,
+                 batch: BatchMode = "auto", rsa_padding: RsaPadding = "pkcs1v15",
+                 inline: bool | None = None, max_batch: int = MAX_BATCH,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        if batch not in ("auto", "off"):
+            raise KeyUnavailable(f"signing batch mode {batch!r} is not 'auto' or 'off'")
+        self._cms = CmsSigner(key, certificate, rsa_padding=rsa_padding)
+        self.certificate = certificate
+        self.batch: BatchMode = batch
+        self.inline = isinstance(key, ec.EllipticCurvePrivateKey) if inline is None else inline
+        self.max_batch = max(1, max_batch)
+        self._clock = clock
+        self._executor: ThreadPoolExecutor | None = None
+        self._queue: list[tuple[bytes, asyncio.Future[bytes]]] = []
+        self._worker: asyncio.Task[None] | None = None
+        self.batches_signed = 0
+        self.signatures_made = 0
+
+    @classmethod
+    def from_files(cls, cert_file: Path | str, key_file: Path | str,
+                   passphrase: bytes | None = None, *, batch: BatchMode = "auto",
+                   rsa_padding: RsaPadding = "pkcs1v15") -> Signer:
+        return cls(load_private_key(key_file, passphrase), load_certificate(cert_file),
+                   batch=batch, rsa_padding=rsa_padding)
+
+    @classmethod
+    def from_config(cls, config: NodeConfig) -> Signer:
+        """The member signing key of ``[signing]``."""
+        section = config.signing
+        if section.cert_file is None or section.key_file is None:
+            raise KeyUnavailable("signing needs [signing] cert_file and key_file")
+        passphrase = read_secret(section.key_passphrase_file, "[signing] key_passphrase_file")
+        return cls.from_files(section.cert_file, section.key_file, passphrase,
+                              batch=section.batch)
+
+    @property
+    def member(self) -> ClientId:
+        """The member this key signs for (from the certificate subject)."""
+        return member_id_from_certificate(self.certificate)
+
+    def sign_now(self, document_bytes: bytes) -> bytes:
+        """A single signature (plain CMS DER), made in the calling thread."""
+        self.signatures_made += 1
+        return self._cms.sign(document_bytes, signing_time=self._clock())
+
+    def sign_many(self, documents: Sequence[bytes]) -> list[bytes]:
+        """One signature blob per document: single for one, a Merkle batch for several."""
+        if len(documents) == 1:
+            return [self.sign_now(documents[0])]
+        root, paths = audit_paths(documents)
+        size = len(documents)
+        cms = self.sign_now(batch_root_document(root, size))
+        self.batches_signed += 1
+        return [SignatureBlob(cms, BatchProof(i, size, tuple(paths[i]))).to_bytes()
+                for i in range(size)]
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="secserver-sign")
+        return self._executor
+
+    async def sign(self, document_bytes: bytes) -> bytes:
+        """Sign one document; returns the signature blob bytes."""
+        if self.inline and not self._queue and (self._worker is None or self._worker.done()):
+            return self.sign_now(document_bytes)
+        loop = asyncio.get_running_loop()
+        if self.batch == "off":
+            return await loop.run_in_executor(self._pool(), self.sign_now, document_bytes)
+        future: asyncio.Future[bytes] = loop.create_future()
+        self._queue.append((document_bytes, future))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain(), name="secserver-signer-batch")
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            taken = self._queue[:self.max_batch]
+            del self._queue[:self.max_batch]
+            live = [(doc, fut) for doc, fut in taken if not fut.done()]
+            if not live:
+                continue
+            try:
+                blobs = await loop.run_in_executor(self._pool(), self.sign_many,
+                                                   [doc for doc, _ in live])
+            except Exception as exc:
+                for _doc, fut in live:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_doc, fut), blob in zip(live, blobs, strict=True):
+                if not fut.done():
+                    fut.set_result(blob)
+
+    async def close(self) -> None:
+        """Finish queued signatures, then stop the worker thread."""
+        if self._worker is not None and not self._worker.done():
+            await self._worker
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
