@@ -121,7 +121,7 @@ def _canonical(raw: str) -> str:
 
 def normalise_path(raw: str) -> str:
     """The canonical form of a request path as sent, or raise InvalidPath. Idempotent."""
-    if _CANONICAL_FAST.fullmatch(raw) is not None:
+    if len(raw) <= MAX_PATH_LENGTH and _CANONICAL_FAST.fullmatch(raw) is not None:
         return raw or "/"
     return _canonical(raw)
 
