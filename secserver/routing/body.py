@@ -9,14 +9,13 @@ a few chunks of memory.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
 
 from secserver.routing.errors import ExchangeError, MessageTooLarge, RequestTimeout
+from secserver.signing.document import BodyDigest, body_digest
 
 CHUNK = 256 * 1024
 
@@ -25,19 +24,15 @@ class SpooledBody:
     """A read body: size, SHA-512 digest, and the bytes (memory or temporary file)."""
 
     def __init__(self, data: bytes | None, file: IO[bytes] | None, size: int,
-                 sha512: bytes) -> None:
+                 digest_b64: str) -> None:
         self._data = data
         self._file = file
         self.size = size
-        self.sha512 = sha512
+        self.digest_b64 = digest_b64  # the signed document's body-sha512
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SpooledBody:
-        return cls(data, None, len(data), hashlib.sha512(data).digest())
-
-    @property
-    def digest_b64(self) -> str:
-        return base64.b64encode(self.sha512).decode("ascii")
+        return cls(data, None, len(data), body_digest(data))
 
     @property
     def in_memory(self) -> bool:
@@ -83,7 +78,7 @@ async def spool(source: AsyncIterator[bytes], *, max_bytes: int, threshold: int,
 
     ``spool_dir`` must exist (the node creates it at start).
     """
-    digest = hashlib.sha512()
+    digest = BodyDigest()
     parts: list[bytes] = []
     size = 0
     file: IO[bytes] | None = None
@@ -115,5 +110,5 @@ async def spool(source: AsyncIterator[bytes], *, max_bytes: int, threshold: int,
         raise
     if file is not None:
         file.flush()
-        return SpooledBody(None, file, size, digest.digest())
-    return SpooledBody(b"".join(parts), None, size, digest.digest())
+        return SpooledBody(None, file, size, digest.finish())
+    return SpooledBody(b"".join(parts), None, size, digest.finish())

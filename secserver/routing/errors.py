@@ -21,6 +21,7 @@ class ExchangeError(SecServerError):
     """Base of the exchange's errors; subclasses set ``code`` and ``http_status``."""
 
     client_fault: bool = False
+    logged: bool = False  # set once the failure has its log record
 
 
 class InvalidRequest(ExchangeError):

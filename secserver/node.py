@@ -1,0 +1,252 @@
+"""One secserver node: three listeners around the exchange, started and stopped in order.
+
+* client port: local information systems (HTTP, or HTTPS with optional client
+  certificates when ``[client] tls = true``) -> the consumer proxy;
+* server port: other security servers, mutual TLS only (TLS 1.2 minimum) -> the provider
+  proxy;
+* admin port (loopback only): ``GET /healthz`` with database, log and TSA state.
+
+Start: database upgrade (unless ``[database] auto_upgrade = false``), registry snapshot,
+message log, replay store, keys, then the listeners. Stop (SIGTERM/SIGINT): stop accepting,
+drain the requests in flight, then flush the log (final checkpoint), then exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from secserver.acl.snapshot import RegistryWatcher
+from secserver.audit.writer import LogWriter
+from secserver.config import NodeConfig, read_secret
+from secserver.db import migrate
+from secserver.db.engine import make_async_engine
+from secserver.errors import ConfigError
+from secserver.routing import consumer, provider
+from secserver.routing.backend import make_session
+from secserver.routing.context import NODE_KEY, ExchangeNode
+from secserver.routing.directory import Directory, load_directory
+from secserver.routing.middleware import SIDE_KEY, error_middleware
+from secserver.routing.peer import PeerPool
+from secserver.routing.replay import ReplayGuard
+from secserver.signing.keys import load_certificates
+from secserver.signing.signer import Signer
+from secserver.signing.trust import TrustStore
+
+log = structlog.get_logger("secserver.node")
+
+SHUTDOWN_TIMEOUT = 30.0
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _pem(certificates: list[x509.Certificate]) -> str:
+    return "".join(c.public_bytes(Encoding.PEM).decode("ascii") for c in certificates)
+
+
+def server_tls_context(cert_file: Path, key_file: Path, password: bytes | None,
+                       cas: list[x509.Certificate], *, require_client: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file, password=password)
+    context.load_verify_locations(cadata=_pem(cas))
+    context.verify_mode = ssl.CERT_REQUIRED if require_client else ssl.CERT_OPTIONAL
+    return context
+
+
+def peer_tls_context(cert_file: Path, key_file: Path, password: bytes | None,
+                     cas: list[x509.Certificate]) -> ssl.SSLContext:
+    """Outgoing mutual TLS: chain to a trusted CA; the peer itself is pinned per server."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=_pem(cas))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False  # directory addresses are often IPs; pinning decides
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_cert_chain(cert_file, key_file, password=password)
+    return context
+
+
+def allowed_hosts(listen_host: str, extra: tuple[str, ...] = ()) -> frozenset[str]:
+    """Host header values a listener answers to (never used for routing)."""
+    names = {listen_host.lower(), *LOOPBACK_NAMES, *(e.lower() for e in extra)}
+    if listen_host in ("0.0.0.0", "::", ""):  # noqa: S104
+        names.update({socket.gethostname().lower(), socket.getfqdn().lower()})
+    return frozenset(names)
+
+
+def _require(value: Path | None, key: str, problems: list[str]) -> Path:
+    if value is None:
+        problems.append(f"{key} is required to run a node")
+        return Path()
+    return value
+
+
+@dataclass
+class Node:
+    """A running node; ``start`` then ``stop`` (or ``run`` until a signal)."""
+
+    config: NodeConfig
+    directory: Directory = field(init=False)
+    engine: AsyncEngine = field(init=False)
+    runners: list[web.AppRunner] = field(default_factory=list)
+    _closers: list[Any] = field(default_factory=list)
+
+    async def start(self) -> None:
+        config = self.config
+        problems: list[str] = []
+        directory_file = _require(config.directory.file, "[directory] file", problems)
+        server_cert = _require(config.server.cert_file, "[server] cert_file", problems)
+        server_key = _require(config.server.key_file, "[server] key_file", problems)
+        if problems:
+            raise ConfigError(problems)
+        self.directory = load_directory(directory_file)
+        cas = list(self.directory.ca_certificates)
+        for path in config.trust.ca_files:
+            cas.extend(load_certificates(path))
+        trust = TrustStore(cas)
+        password = read_secret(config.server.key_passphrase_file,
+                               "[server] key_passphrase_file")
+        own = self.directory.server(config.server_id)
+        if own is None:
+            raise ConfigError([f"[node] server_id: {config.server_id} is not in the member "
+                               f"directory {directory_file}"])
+
+        if config.database.auto_upgrade:
+            await asyncio.to_thread(migrate.upgrade, config.database_url)
+        self.engine = make_async_engine(config.database_url)
+        self._closers.append(self.engine.dispose)
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+        subject_key = read_secret(config.acl.subject_key_file, "[acl] subject_key_file")
+        registry = RegistryWatcher(self.engine, config.acl.refresh_interval,
+                                   subject_key=subject_key)
+        await registry.start()
+        signer = Signer.from_config(config)
+        writer = LogWriter(config, engine=self.engine)
+        await writer.start()
+        replay = ReplayGuard(self.engine)
+        await replay.start()
+        peers = PeerPool(peer_tls_context(server_cert, server_key, password, cas),
+                         idle_timeout=max(1.0, config.limits.header_timeout / 2))
+        backend = make_session()
+        # closed in reverse order, after the listeners have drained
+        self._closers += [backend.close, peers.close, signer.close, replay.stop,
+                          writer.stop, registry.stop]
+        spool_dir = config.node.data_dir / "spool"
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        self._writer = writer
+        node = ExchangeNode(
+            server_id=config.server_id, directory=self.directory,
+            registry=lambda: registry.current, trust=trust, sign=signer.sign,
+            append_log=writer.append, check_accepting=writer.check_accepting, peers=peers,
+            backend=backend, replay=replay, limits=config.limits, spool_dir=spool_dir,
+            client_hosts=allowed_hosts(config.client.host),
+            server_hosts=allowed_hosts(config.server.host, (own.host,)),
+            subject_key=subject_key,
+        )
+        self._registry = registry
+
+        client_ssl = None
+        if config.client.tls:
+            assert config.client.cert_file is not None and config.client.key_file is not None
+            client_ssl = server_tls_context(config.client.cert_file, config.client.key_file,
+                                            None, cas, require_client=False)
+        server_ssl = server_tls_context(server_cert, server_key, password, cas,
+                                        require_client=True)
+        await self._listen(self._exchange_app("ClientProxy", node, consumer.handle),
+                           config.client.host, config.client.port, client_ssl)
+        await self._listen(self._exchange_app("ServerProxy", node, provider.handle),
+                           config.server.host, config.server.port, server_ssl)
+        await self._listen(self._admin_app(), config.admin.host, config.admin.port, None)
+        log.info("node started", server_id=str(config.server_id),
+                 client=f"{config.client.host}:{config.client.port}",
+                 server=f"{config.server.host}:{config.server.port}",
+                 admin=f"{config.admin.host}:{config.admin.port}")
+
+    def _exchange_app(self, side: str, node: ExchangeNode, handler: Any) -> web.Application:
+        app = web.Application(middlewares=[error_middleware], client_max_size=1024)
+        app[SIDE_KEY] = side
+        app[NODE_KEY] = node
+        app.router.add_route("*", "/{tail:.*}", handler)
+        return app
+
+    def _admin_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        return app
+
+    async def _listen(self, app: web.Application, host: str, port: int,
+                      ssl_context: ssl.SSLContext | None) -> None:
+        limits = self.config.limits
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False,
+            keepalive_timeout=limits.header_timeout, max_line_size=limits.max_header_bytes,
+            max_field_size=limits.max_header_bytes, max_headers=limits.max_header_count,
+            lingering_time=0.5,
+        )
+        await runner.setup()
+        self.runners.append(runner)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+        await site.start()
+
+    async def health(self) -> dict[str, Any]:
+        database: dict[str, Any] = {"status": "ok"}
+        try:
+            async with asyncio.timeout(5.0):
+                async with self.engine.connect() as connection:
+                    await connection.execute(text("SELECT 1"))
+        except Exception as exc:
+            database = {"status": "failing", "error": type(exc).__name__}
+        log_state = self._writer.health()
+        statuses = [database["status"], log_state.get("status", "failing")]
+        status = ("failing" if "failing" in statuses
+                  else "degraded" if "degraded" in statuses else "ok")
+        return {"status": status, "server_id": str(self.config.server_id),
+                "database": database, "log": log_state, "tsa": log_state.get("tsa"),
+                "registry_version": self._registry.current.version}
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        state = await self.health()
+        return web.json_response(state, status=503 if state["status"] == "failing" else 200)
+
+    async def stop(self) -> None:
+        """Stop listening, drain requests in flight, then flush the log, then close."""
+        log.info("node stopping: draining requests in flight")
+        for runner in self.runners:
+            with contextlib.suppress(Exception):
+                await runner.cleanup()
+        self.runners.clear()
+        for close in reversed(self._closers):
+            try:
+                await close()
+            except Exception as exc:  # keep closing the rest
+                log.warning("shutdown step failed", step=getattr(close, "__qualname__", "?"),
+                            error=type(exc).__name__)
+        self._closers.clear()
+        log.info("node stopped")
+
+
+async def run_node(config: NodeConfig) -> None:
+    """Run a node until SIGTERM or SIGINT, then stop it gracefully."""
+    node = Node(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await node.start()
+        await stop.wait()
+    finally:
+        await node.stop()

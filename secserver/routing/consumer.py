@@ -1,0 +1,231 @@
+"""The consumer proxy: the client port where local information systems call services.
+
+Per request: check the head (origin-form target, Host, framing), parse REST or SOAP, make
+sure the client is a local subsystem the caller may speak for, read the body (hashed,
+spooled), build and sign the request's signed document, log it, send it over mutual TLS to
+the provider's security server, verify the signed response and its request hash, log it,
+and answer with the X-Road response headers. Refused and failed exchanges are logged too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import ipaddress
+import json
+import time
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from secserver.acl.snapshot import SubsystemEntry
+from secserver.errors import SecServerError
+from secserver.routing import documents
+from secserver.routing import headers as h
+from secserver.routing.body import SpooledBody
+from secserver.routing.context import (
+    NODE_KEY,
+    ExchangeNode,
+    Trace,
+    check_request_head,
+    peer_certificate_der,
+    read_request_body,
+    remote_address,
+)
+from secserver.routing.directory import ServerEntry
+from secserver.routing.errors import (
+    AccessDenied,
+    InconsistentResponse,
+    MissingSignature,
+    RelayedError,
+    SslAuthenticationFailed,
+    UnknownMember,
+)
+from secserver.routing.middleware import CONTEXT, is_soap
+from secserver.routing.peer import PeerResponse
+from secserver.routing.rest import ExchangeRequest, parse_rest_request
+from secserver.routing.soap import SOAP_ENV, XmlLimits, parse_soap_request, parse_xml
+from secserver.signing.document import request_hash
+
+
+def authorise_caller(entry: SubsystemEntry | None, client: str, cert_der: bytes | None,
+                     address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+    """Raise unless the caller may speak for ``client`` (a local subsystem, ``entry``)."""
+    if entry is None:
+        raise UnknownMember(f"client {client} is not a subsystem registered on this "
+                            "security server")
+    if entry.auth == "tls":
+        if cert_der is None:
+            raise SslAuthenticationFailed(f"client {client} must call over HTTPS with its "
+                                          "registered TLS client certificate")
+        if hashlib.sha256(cert_der).hexdigest() != (entry.tls_cert_sha256 or "").lower():
+            raise SslAuthenticationFailed(f"the TLS client certificate is not the one "
+                                          f"registered for {client}")
+        return
+    if entry.auth == "allowlist":
+        for allowed in entry.allowlist:
+            try:
+                if address in ipaddress.ip_network(allowed, strict=False):
+                    return
+            except ValueError:
+                continue
+        raise AccessDenied(f"this address may not call as {client}; the subsystem accepts "
+                           "calls only from its registered addresses")
+    if entry.auth == "none":
+        if address.is_loopback:
+            return
+        raise AccessDenied(f"subsystem {client} has no client authentication, which is "
+                           "accepted only from loopback (development)")
+    raise AccessDenied(f"subsystem {client} has an unknown authentication mode")
+
+
+def provider_server(node: ExchangeNode, exchange: ExchangeRequest) -> ServerEntry:
+    servers = node.directory.servers_for(exchange.service.provider)
+    if not servers:
+        raise UnknownMember(f"no security server in the member directory serves "
+                            f"{exchange.service.provider.member}")
+    return servers[0]
+
+
+def relayed_error(response: PeerResponse, code: str) -> RelayedError:
+    """The provider's coded error, passed on with its code, message and detail."""
+    text = response.body.read_all() if response.body.size <= 65536 else b""
+    message, detail = "the provider's security server refused the request", None
+    try:
+        if text.lstrip().startswith(b"{"):
+            parsed = json.loads(text)
+            message = str(parsed.get("message") or message)
+            detail = parsed.get("detail")
+        elif text:
+            root = parse_xml(text, XmlLimits())
+            fault = root.find(f"{{{SOAP_ENV}}}Body/{{{SOAP_ENV}}}Fault")
+            if fault is not None:
+                message = (fault.findtext("faultstring") or message).strip()
+                detail = fault.findtext("detail/faultDetail")
+    except (ValueError, AttributeError, SecServerError):
+        pass
+    status = response.status if 400 <= response.status < 600 else 502
+    return RelayedError(code[:200], status, message[:1000],
+                        detail[:1000] if isinstance(detail, str) else None)
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    started = time.monotonic()
+    check_request_head(request, node.client_hosts)
+    now = datetime.now(UTC)
+    node.check_accepting(now)
+    pairs = list(request.headers.items())
+    body: SpooledBody | None = None
+    try:
+        if is_soap(request):
+            body = await read_request_body(request, node)
+            exchange = parse_soap_request(
+                body.read_all(), request.headers.get("Content-Type"), pairs,
+                XmlLimits(node.limits.xml_max_depth, node.limits.xml_max_elements))
+        else:
+            exchange = parse_rest_request(request.method, request.raw_path, pairs)
+        if exchange.message_id is None:
+            exchange = replace(exchange, message_id=str(uuid.uuid4()))
+        message_id = exchange.message_id
+        assert message_id is not None
+        request[CONTEXT] = {h.X_CLIENT: str(exchange.client),
+                            h.X_SERVICE: str(exchange.service), h.X_ID: message_id}
+        trace = Trace("consumer", message_id, str(exchange.client), str(exchange.service),
+                      exchange.method, exchange.target(), started)
+        try:
+            entry = node.registry().local_subsystem(exchange.client)
+            authorise_caller(entry, str(exchange.client), peer_certificate_der(request),
+                             remote_address(request))
+            if exchange.client.member != node.owner:
+                raise UnknownMember(f"client {exchange.client} belongs to another member than "
+                                    f"this security server's owner {node.owner}")
+            server = provider_server(node, exchange)
+            trace = replace(trace, peer=str(server.server_id))
+            if body is None:
+                body = await read_request_body(request, node)
+            return await _exchange(request, node, exchange, message_id, body, trace, server)
+        except SecServerError as exc:
+            if not getattr(exc, "logged", False):
+                await _log_failure(node, trace, exc)
+            raise
+    finally:
+        if body is not None:
+            body.close()
+
+
+async def _exchange(request: web.Request, node: ExchangeNode, exchange: ExchangeRequest,
+                    message_id: str, body: SpooledBody, trace: Trace,
+                    server: ServerEntry) -> web.StreamResponse:
+    now = datetime.now(UTC)
+    document = documents.request_document(exchange, message_id, body, now)
+    signature = await node.sign(document)
+    await node.append_log(trace.record("request", at=now, body=body,
+                                       signed_document=document, signature=signature))
+    headers = list(exchange.headers)
+    headers += [(h.X_CLIENT, str(exchange.client)), (h.X_ID, message_id),
+                (h.X_MESSAGE_KIND, exchange.kind),
+                (h.X_SIGNED_DOCUMENT, base64.b64encode(document).decode("ascii")),
+                (h.X_SIGNATURE, base64.b64encode(signature).decode("ascii"))]
+    response = await node.peers.request(
+        server, exchange.method, exchange.target(), headers, body, node.response_limits,
+        node.limits.backend_timeout + 10.0)
+    try:
+        return await _answer(request, node, exchange, message_id, document, response, trace)
+    finally:
+        response.body.close()
+
+
+async def _answer(request: web.Request, node: ExchangeNode, exchange: ExchangeRequest,
+                  message_id: str, document: bytes, response: PeerResponse,
+                  trace: Trace) -> web.StreamResponse:
+    error_code = response.header(h.X_ERROR)
+    signed = response.header(h.X_SIGNED_DOCUMENT)
+    signature_b64 = response.header(h.X_SIGNATURE)
+    now = datetime.now(UTC)
+    if error_code is not None and signed is None:
+        relayed = relayed_error(response, error_code)
+        await _log_failure(node, trace, relayed, status=relayed.http_status)
+        relayed.logged = True
+        raise relayed
+    if signed is None or signature_b64 is None:
+        raise MissingSignature("the provider's response carries no signature")
+    try:
+        response_document = base64.b64decode(signed, validate=True)
+        response_signature = base64.b64decode(signature_b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InconsistentResponse("the provider's response signature headers are not "
+                                   "base64") from exc
+    documents.verify(response_document, response_signature, node.trust, now,
+                     exchange.service.provider)
+    documents.check_response(response_document, exchange, message_id, document,
+                             response.status, response.headers, response.body)
+    await node.append_log(trace.record(
+        "response", at=now, body=response.body, status=response.status,
+        signed_document=response_document, signature=response_signature))
+    out = web.StreamResponse(status=response.status)
+    for name, value in h.end_to_end(response.headers):
+        out.headers.add(name, value)
+    out.headers[h.X_CLIENT] = str(exchange.client)
+    out.headers[h.X_SERVICE] = str(exchange.service)
+    out.headers[h.X_ID] = message_id
+    out.headers[h.X_REQUEST_HASH] = request_hash(document)
+    out.content_length = response.body.size
+    await out.prepare(request)
+    async for chunk in response.body.chunks():
+        await out.write(chunk)
+    await out.write_eof()
+    return out
+
+
+async def _log_failure(node: ExchangeNode, trace: Trace, error: SecServerError, *,
+                       status: int | None = None) -> None:
+    """Log a refused or failed exchange (best effort: the caller gets an error anyway)."""
+    try:
+        await node.append_log(trace.record("response", at=datetime.now(UTC),
+                                           status=status or error.http_status, error=error))
+    except SecServerError:
+        return

@@ -1,0 +1,152 @@
+"""What the proxy handlers share: the node's parts, limits, and small helpers."""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import aiohttp
+from aiohttp import web
+
+from secserver.acl.snapshot import RegistrySnapshot
+from secserver.audit.records import BodyPolicy, MessageRecord
+from secserver.config import LimitsSection
+from secserver.errors import SecServerError
+from secserver.identifiers import ClientId, ServerId
+from secserver.routing import headers as h
+from secserver.routing.body import SpooledBody, spool
+from secserver.routing.directory import Directory
+from secserver.routing.errors import InvalidRequest, MessageTooLarge, qualified_code
+from secserver.routing.peer import PeerPool, ResponseLimits
+from secserver.routing.replay import ReplayGuard
+from secserver.signing.trust import TrustStore
+
+Sign = Callable[[bytes], Awaitable[bytes]]
+
+
+@dataclass
+class ExchangeNode:
+    """The parts of a running node the consumer and provider handlers use."""
+
+    server_id: ServerId
+    directory: Directory
+    registry: Callable[[], RegistrySnapshot]
+    trust: TrustStore
+    sign: Sign
+    append_log: Callable[[MessageRecord], Awaitable[int]]
+    check_accepting: Callable[[datetime], None]
+    peers: PeerPool
+    backend: aiohttp.ClientSession
+    replay: ReplayGuard
+    limits: LimitsSection
+    spool_dir: Path
+    client_hosts: frozenset[str]
+    server_hosts: frozenset[str]
+    subject_key: bytes | None = None
+
+    @property
+    def owner(self) -> ClientId:
+        return self.server_id.owner
+
+    @property
+    def response_limits(self) -> ResponseLimits:
+        return ResponseLimits(self.limits.max_message_bytes, self.limits.spool_threshold_bytes,
+                              self.spool_dir)
+
+
+NODE_KEY = web.AppKey("secserver-exchange-node", ExchangeNode)
+
+
+def precheck_length(request: web.BaseRequest, limits: LimitsSection) -> None:
+    length = request.content_length
+    if length is not None and length > limits.max_message_bytes:
+        raise MessageTooLarge(f"the request body of {length} bytes is larger than the limit "
+                              f"of {limits.max_message_bytes} bytes")
+
+
+async def read_request_body(request: web.BaseRequest, node: ExchangeNode) -> SpooledBody:
+    """The request body, size-limited, within ``[limits] body_timeout``, hashed, spooled."""
+    precheck_length(request, node.limits)
+    return await spool(request.content.iter_chunked(256 * 1024),
+                       max_bytes=node.limits.max_message_bytes,
+                       threshold=node.limits.spool_threshold_bytes,
+                       spool_dir=node.spool_dir, deadline_s=node.limits.body_timeout)
+
+
+def peer_certificate_der(request: web.BaseRequest) -> bytes | None:
+    transport = request.transport
+    if transport is None:
+        return None
+    ssl_object = transport.get_extra_info("ssl_object")
+    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return der if der else None
+
+
+def remote_address(request: web.BaseRequest) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    host = peer[0] if isinstance(peer, tuple) and peer else "0.0.0.0"  # noqa: S104
+    address = ipaddress.ip_address(host)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def check_request_head(request: web.BaseRequest, allowed_hosts: frozenset[str]) -> None:
+    """Origin-form target only, a Host this node serves, no conflicting framing."""
+    h.check_origin_form(request.raw_path)
+    hosts = request.headers.getall("Host", [])
+    if len(hosts) > 1:
+        raise InvalidRequest("the request has more than one Host header")
+    h.check_host(hosts[0] if hosts else None, allowed_hosts)
+    if "Transfer-Encoding" in request.headers and "Content-Length" in request.headers:
+        raise InvalidRequest("the request has both Content-Length and Transfer-Encoding")
+    if len(request.headers.getall("Content-Length", [])) > 1:
+        raise InvalidRequest("the request has more than one Content-Length header")
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One exchange as this side logs it; ``record`` makes its log records."""
+
+    side: Literal["consumer", "provider"]
+    message_id: str
+    client: str
+    service: str
+    method: str
+    path: str
+    started: float
+    peer: str | None = None
+
+    def record(self, direction: Literal["request", "response"], *, at: datetime,
+               body: SpooledBody | None = None, status: int | None = None,
+               error: SecServerError | None = None, reason: str | None = None,
+               signed_document: bytes | None = None, signature: bytes | None = None,
+               body_policy: str = "digest") -> MessageRecord:
+        policy: BodyPolicy = "digest"
+        stored: bytes | None = None
+        if body_policy in ("store", "encrypt") and body is not None and body.in_memory:
+            policy = "store" if body_policy == "store" else "encrypt"
+            stored = body.read_all()
+        return MessageRecord(
+            message_id=self.message_id, direction=direction, side=self.side,
+            client=self.client, service=self.service, method=self.method, path=self.path,
+            body_size=body.size if body is not None else 0,
+            body_digest=body.digest_b64 if body is not None else "",
+            at=at, status=status,
+            error_code=(qualified_code(error, "ClientProxy" if self.side == "consumer"
+                                       else "ServerProxy") if error is not None else None),
+            reason=reason if reason is not None else (error.message if error else None),
+            body=stored, body_policy=policy, signed_document=signed_document,
+            signature=signature, peer=self.peer,
+            duration_ms=round((time.monotonic() - self.started) * 1000, 3)
+            if direction == "response" else None,
+        )

@@ -1,0 +1,208 @@
+"""The provider proxy: the server port where other security servers deliver requests.
+
+Per request: the TLS peer must be a security server of the member directory that serves
+the client's member; the signature must verify (chain, validity, certificate bound to the
+client's member) over a signed document that describes exactly this request; the message
+id must be new for that client (replay); the registry must allow the call (consent
+included). Then the request is logged, forwarded to the service's registered backend URL
+only, and the response is bound to the request (``X-Road-Request-Hash``), signed, logged
+and returned. Refused and failed exchanges are logged too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from secserver.acl.decision import decide
+from secserver.errors import SecServerError
+from secserver.routing import documents
+from secserver.routing import headers as h
+from secserver.routing.backend import BackendResponse, forward
+from secserver.routing.body import SpooledBody
+from secserver.routing.context import (
+    NODE_KEY,
+    ExchangeNode,
+    Trace,
+    check_request_head,
+    peer_certificate_der,
+    read_request_body,
+)
+from secserver.routing.directory import ServerEntry
+from secserver.routing.errors import (
+    AccessDenied,
+    InconsistentResponse,
+    InvalidMessage,
+    MissingHeaderField,
+    MissingSignature,
+    ServiceInvalidResponse,
+    SslAuthenticationFailed,
+    UnknownService,
+)
+from secserver.routing.middleware import CONTEXT, is_soap
+from secserver.routing.replay import REPLAY_WINDOW
+from secserver.routing.rest import ExchangeRequest, backend_target, parse_rest_request
+from secserver.routing.soap import (
+    InconsistentHeader,
+    XmlLimits,
+    check_content_type,
+    check_response,
+    parse_soap_request,
+)
+from secserver.signing.document import SignedDocument, request_hash
+
+
+def peer_server(node: ExchangeNode, request: web.BaseRequest) -> ServerEntry:
+    der = peer_certificate_der(request)
+    entry = (node.directory.server_by_cert_sha256(hashlib.sha256(der).hexdigest())
+             if der is not None else None)
+    if entry is None:
+        raise SslAuthenticationFailed("the TLS client is not a security server listed in the "
+                                      "member directory")
+    return entry
+
+
+def _signature_headers(request: web.BaseRequest) -> tuple[bytes, bytes]:
+    pairs = list(request.headers.items())
+    document_b64 = h.single(pairs, h.X_SIGNED_DOCUMENT)
+    signature_b64 = h.single(pairs, h.X_SIGNATURE)
+    if document_b64 is None or signature_b64 is None:
+        raise MissingSignature(f"the request carries no {h.X_SIGNED_DOCUMENT} and "
+                               f"{h.X_SIGNATURE} headers")
+    try:
+        return (base64.b64decode(document_b64, validate=True),
+                base64.b64decode(signature_b64, validate=True))
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidMessage("the signed document or signature header is not base64") from exc
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    started = time.monotonic()
+    peer = peer_server(node, request)
+    check_request_head(request, node.server_hosts)
+    now = datetime.now(UTC)
+    node.check_accepting(now)
+    document, signature = _signature_headers(request)
+    pairs = list(request.headers.items())
+    body = await read_request_body(request, node)
+    try:
+        if is_soap(request):
+            exchange = parse_soap_request(
+                body.read_all(), request.headers.get("Content-Type"), pairs,
+                XmlLimits(node.limits.xml_max_depth, node.limits.xml_max_elements))
+        else:
+            exchange = parse_rest_request(request.method, request.raw_path, pairs)
+            message_id = h.single(pairs, h.X_ID)
+            if message_id is None:
+                raise MissingHeaderField(f"the request has no {h.X_ID} header")
+            exchange = replace(exchange, message_id=message_id)
+        message_id = exchange.message_id
+        assert message_id is not None
+        request[CONTEXT] = {h.X_CLIENT: str(exchange.client),
+                            h.X_SERVICE: str(exchange.service), h.X_ID: message_id}
+        trace = Trace("provider", message_id, str(exchange.client), str(exchange.service),
+                      exchange.method, exchange.target(), started, str(peer.server_id))
+        try:
+            return await _serve(request, node, peer, exchange, document, signature, body,
+                                trace, now)
+        except SecServerError as exc:
+            if not getattr(exc, "logged", False):
+                await _log_failure(node, trace, exc, body)
+            raise
+    finally:
+        body.close()
+
+
+async def _serve(request: web.Request, node: ExchangeNode, peer: ServerEntry,
+                 exchange: ExchangeRequest, document: bytes, signature: bytes,
+                 body: SpooledBody, trace: Trace, now: datetime) -> web.StreamResponse:
+    if exchange.client.member not in peer.members:
+        raise SslAuthenticationFailed(f"security server {peer.server_id} does not serve "
+                                      f"member {exchange.client.member}")
+    documents.verify(document, signature, node.trust, now, exchange.client)
+    signed = documents.check_request(document, exchange, body, now, REPLAY_WINDOW)
+    assert exchange.message_id is not None
+    await node.replay.check_and_record(str(exchange.client), exchange.message_id, time.time())
+    snapshot = node.registry()
+    service = snapshot.service(exchange.service)
+    if service is None or snapshot.local_subsystem(exchange.service.provider) is None:
+        raise UnknownService(f"service {exchange.service} is not registered on this security "
+                             "server")
+    decision = decide(snapshot, exchange.client, exchange.service, exchange.method,
+                      exchange.path, exchange.data_subject, now)
+    if not decision.allowed:
+        raise AccessDenied(f"access denied: {decision.reason}")
+    await node.append_log(trace.record("request", at=now, body=body, reason=decision.reason,
+                                       signed_document=document, signature=signature,
+                                       body_policy=service.log_body))
+    headers = list(exchange.headers)
+    headers += [(h.X_CLIENT, str(exchange.client)), (h.X_ID, exchange.message_id)]
+    url = service.backend_url if exchange.kind == "soap" \
+        else backend_target(service.backend_url, exchange)
+    timeout = service.timeout if service.timeout > 0 else node.limits.backend_timeout
+    response = await forward(node.backend, exchange.method, url, headers, body, timeout,
+                             node.response_limits)
+    try:
+        if exchange.kind == "soap":
+            _check_soap_response(node, exchange, response)
+        return await _answer(request, node, signed, document, response, trace,
+                             service.log_body)
+    finally:
+        response.body.close()
+
+
+def _check_soap_response(node: ExchangeNode, exchange: ExchangeRequest,
+                         response: BackendResponse) -> None:
+    content_type = next((v for k, v in response.headers if k == "content-type"), None)
+    try:
+        check_content_type(content_type)
+        check_response(response.body.read_all(), exchange,
+                       XmlLimits(node.limits.xml_max_depth, node.limits.xml_max_elements))
+    except InconsistentHeader as exc:
+        raise InconsistentResponse(exc.message) from exc
+    except SecServerError as exc:
+        raise ServiceInvalidResponse(f"the service's answer is not a SOAP response: "
+                                     f"{exc.message}") from exc
+
+
+async def _answer(request: web.Request, node: ExchangeNode, signed: SignedDocument,
+                  document: bytes, response: BackendResponse, trace: Trace,
+                  log_body: str) -> web.StreamResponse:
+    now = datetime.now(UTC)
+    response_headers = h.end_to_end(response.headers)
+    response_document = documents.response_document(signed, document, response.status,
+                                                    response_headers, response.body, now)
+    response_signature = await node.sign(response_document)
+    await node.append_log(trace.record(
+        "response", at=now, body=response.body, status=response.status,
+        signed_document=response_document, signature=response_signature,
+        body_policy=log_body))
+    out = web.StreamResponse(status=response.status)
+    for name, value in response_headers:
+        out.headers.add(name, value)
+    out.headers[h.X_REQUEST_HASH] = request_hash(document)
+    out.headers[h.X_SIGNED_DOCUMENT] = base64.b64encode(response_document).decode("ascii")
+    out.headers[h.X_SIGNATURE] = base64.b64encode(response_signature).decode("ascii")
+    out.content_length = response.body.size
+    await out.prepare(request)
+    async for chunk in response.body.chunks():
+        await out.write(chunk)
+    await out.write_eof()
+    return out
+
+
+async def _log_failure(node: ExchangeNode, trace: Trace, error: SecServerError,
+                       body: SpooledBody) -> None:
+    """Log a refused or failed exchange (best effort: the caller gets an error anyway)."""
+    try:
+        await node.append_log(trace.record("response", at=datetime.now(UTC),
+                                           status=error.http_status, error=error))
+    except SecServerError:
+        return
