@@ -200,8 +200,9 @@ class CmsSigner:
         return key.sign(data, self._padding, hashes.SHA256())
 
     def assemble(self, signed_attrs: bytes, signature: bytes, *, content_type: str = ID_DATA,
-                 content: bytes | None = None) -> bytes:
-        """Wrap signed attributes and signature into a ContentInfo (``content``: encapsulate)."""
+                 content: bytes | None = None, certificates: bool = True) -> bytes:
+        """Wrap signed attributes and signature into a ContentInfo (``content``: encapsulate;
+        ``certificates=False``: leave the signer certificate out)."""
         signer_info = der.sequence(
             b"\x02\x01\x01", self._sid, _SHA256_ALG,
             b"\xa0" + signed_attrs[1:],  # [0] IMPLICIT SET OF Attribute
@@ -214,18 +215,19 @@ class CmsSigner:
             b"\x02\x01\x01" if content_type == ID_DATA else b"\x02\x01\x03",
             der.tlv(der.SET, _SHA256_ALG),
             der.sequence(encap),
-            self._certs_field,
+            self._certs_field if certificates else b"",
             der.tlv(der.SET, signer_info),
         )
         return der.sequence(der.oid(ID_SIGNED_DATA), der.context(0, signed_data))
 
     def sign(self, content: bytes, *, signing_time: datetime, detached: bool = True,
-             content_type: str = ID_DATA, extra_attributes: Sequence[bytes] = ()) -> bytes:
+             content_type: str = ID_DATA, extra_attributes: Sequence[bytes] = (),
+             certificates: bool = True) -> bytes:
         """A CMS SignedData DER over ``content`` (detached unless ``detached=False``)."""
         attrs = self.signed_attributes(content, signing_time, content_type=content_type,
                                        extra=extra_attributes)
         return self.assemble(attrs, self.raw_sign(attrs), content_type=content_type,
-                             content=None if detached else content)
+                             content=None if detached else content, certificates=certificates)
 
 
 def sign_detached(content: bytes, key: PrivateKey, certificate: x509.Certificate, *,
