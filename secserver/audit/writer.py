@@ -34,6 +34,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from secserver import __version__
+from secserver.audit.anchor import Anchor, anchor_path, write_anchor
 from secserver.audit.body import associated_data, encrypt_body, parse_body_key
 from secserver.audit.chain import chain_hash
 from secserver.audit.errors import LoggingFailed, LogTimestampOverdue
@@ -140,6 +141,7 @@ class LogWriter:
         self._cp_records = config.log.checkpoint_records
         self._grace = timedelta(seconds=config.tsa.grace_period)
         self._body_key: bytes | None = None
+        self._anchor_path = anchor_path(config.node.data_dir, self._node)
 
         self._queue: list[_Queued] = []
         self._wake = asyncio.Event()
@@ -438,6 +440,12 @@ class LogWriter:
         self._head_seq, self._head_hash, self._last_cp = seq, digest, seq
         self._pending_hashes = []
         self._last_error = None
+        try:
+            await asyncio.to_thread(write_anchor, self._anchor_path,
+                                    Anchor(self._node, seq, digest, at))
+        except OSError as exc:
+            log.warning("cannot write the log head file", path=str(self._anchor_path),
+                        error=str(exc))
         if self._timestamper is not None:
             self._ts_pending.append((seq, at, content))
             self._ts_drained.clear()

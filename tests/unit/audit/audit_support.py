@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from secserver.config import NodeConfig, load_config
 
@@ -47,3 +48,67 @@ grace_period = {grace_period}
 
 def node_config(directory: Path, database_url: str, pki: Path, **options: object) -> NodeConfig:
     return load_config(write_node_config(directory, database_url, pki, **options))  # type: ignore[arg-type]
+
+
+CLIENT = "JP-DEV/GOV/TOYONO/ELDERCARE"
+SERVICE = "JP-DEV/COM/OTTA/TAGS/locations/v1"
+
+
+class MemberSigners:
+    """Signs signed documents as TOYONO (requests) and OTTA (responses), plain CMS."""
+
+    def __init__(self, pki: Path) -> None:
+        from secserver.signing.cms import CmsSigner
+        from secserver.signing.keys import load_certificate, load_private_key
+
+        def signer(folder: str) -> CmsSigner:
+            base = pki / "members" / folder
+            return CmsSigner(load_private_key(base / "sign.key"),
+                             load_certificate(base / "sign.crt"))
+
+        self.client = signer("GOV.TOYONO")
+        self.provider = signer("COM.OTTA")
+
+    def sign(self, direction: str, document: bytes) -> bytes:
+        from datetime import UTC, datetime
+
+        signer = self.client if direction == "request" else self.provider
+        return signer.sign(document, signing_time=datetime.now(UTC))
+
+
+def sample_message(signers: MemberSigners, number: int, direction: str = "request", *,
+                   policy: str = "store", status: int | None = 200,
+                   error_code: str | None = None) -> Any:
+    from datetime import UTC, datetime
+
+    from secserver.audit.records import MessageRecord
+
+    body = f'{{"tag": {number}, "lat": 34.78, "lon": 135.47}}'.encode()
+    document = (f"version: 1\nmessage-id: m-{number}\ndirection: {direction}\n"
+                f"client: {CLIENT}\nservice: {SERVICE}\n").encode()
+    return MessageRecord(
+        message_id=f"m-{number}", direction=direction,  # type: ignore[arg-type]
+        side="consumer", client=CLIENT, service=SERVICE, method="GET",
+        path=f"/tags/{number}", body_size=len(body), body_digest="sha512-of-body",
+        at=datetime.now(UTC), status=status, error_code=error_code, body=body,
+        body_policy=policy,  # type: ignore[arg-type]
+        signed_document=document, signature=signers.sign(direction, document),
+        peer="JP-DEV/COM/OTTA/SS1", duration_ms=1.5)
+
+
+async def write_sample_log(config: NodeConfig, pki: Path, exchanges: int = 10,
+                           **writer_options: Any) -> None:
+    """Start a writer, log ``exchanges`` request/response pairs concurrently, stop."""
+    import asyncio
+
+    from secserver.audit.writer import LogWriter
+
+    signers = MemberSigners(pki)
+    writer = LogWriter(config, **writer_options)
+    await writer.start()
+    try:
+        for number in range(exchanges):
+            await asyncio.gather(writer.append(sample_message(signers, number, "request")),
+                                 writer.append(sample_message(signers, number, "response")))
+    finally:
+        await writer.stop()
