@@ -1,0 +1,188 @@
+"""The exchange end to end: real ``secserver serve`` processes, real mutual TLS, a real
+backend process. REST with JSON, binary and multipart bodies, SOAP, X-Road headers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from exchange_harness import (
+    ALLOWLISTED,
+    BYTES,
+    CLIENT,
+    CONSENTED_SUBJECT,
+    ECHO,
+    LIMITED,
+    PERSONAL,
+    SOAP_ECHO,
+    Exchange,
+    running_exchange,
+)
+
+from secserver.routing.soap import SoapHeader, render_envelope
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
+    with running_exchange(tmp_path_factory.mktemp("exchange")) as running:
+        yield running
+
+
+def echo_of(body: bytes) -> dict[str, object]:
+    value = json.loads(body)
+    assert isinstance(value, dict)
+    return value
+
+
+def test_rest_get_passes_path_query_and_x_road_headers(exchange: Exchange) -> None:
+    answer = exchange.call("GET", exchange.rest_target(ECHO, "/items/42?q=a%20b&x=1"),
+                           headers={"X-Road-Id": "id-get-1", "X-Road-UserId": "EE123",
+                                    "X-Road-Issue": "ticket-7", "Accept": "application/json"})
+    assert answer.status == 200, answer.body
+    echo = echo_of(answer.body)
+    assert echo["method"] == "GET"
+    assert echo["path"] == "/echo/items/42"
+    assert echo["query"] == "q=a%20b&x=1"
+    headers = echo["headers"]
+    assert isinstance(headers, dict)
+    assert headers["x-road-client"] == str(CLIENT)
+    assert headers["x-road-id"] == "id-get-1"
+    assert headers["x-road-userid"] == "EE123"
+    assert headers["x-road-issue"] == "ticket-7"
+    assert headers["accept"] == "application/json"
+    assert "x-road-signature" not in headers and "x-road-signed-document" not in headers
+    assert answer.header("X-Road-Client") == str(CLIENT)
+    assert answer.header("X-Road-Service") == str(ECHO)
+    assert answer.header("X-Road-Id") == "id-get-1"
+    request_hash = answer.header("X-Road-Request-Hash")
+    assert request_hash is not None and len(request_hash) == 88
+    assert answer.header("X-Road-Error") is None
+    assert answer.header("X-Road-Signature") is None
+    assert answer.header("X-Backend") == "echo"
+
+
+def test_message_id_is_generated_when_missing(exchange: Exchange) -> None:
+    answer = exchange.call("GET", exchange.rest_target(ECHO))
+    assert answer.status == 200, answer.body
+    message_id = answer.header("X-Road-Id")
+    assert message_id is not None
+    uuid.UUID(message_id)
+    assert echo_of(answer.body)["headers"]["x-road-id"] == message_id  # type: ignore[index]
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+def test_rest_methods_with_json(exchange: Exchange, method: str) -> None:
+    body = json.dumps({"name": "Yamada", "n": [1, 2, 3]}).encode()
+    answer = exchange.call(method, exchange.rest_target(ECHO, "/things/1"), body=body,
+                           headers={"Content-Type": "application/json"})
+    assert answer.status == 200, answer.body
+    echo = echo_of(answer.body)
+    assert echo["method"] == method
+    assert echo["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert echo["headers"]["content-type"] == "application/json"  # type: ignore[index]
+
+
+def test_binary_body_passes_unchanged(exchange: Exchange) -> None:
+    body = os.urandom(3 * 1024 * 1024 + 17)  # above the spool threshold
+    answer = exchange.call("PUT", exchange.rest_target(ECHO, "/blob"), body=body,
+                           headers={"Content-Type": "application/octet-stream"})
+    assert answer.status == 200, answer.body
+    echo = echo_of(answer.body)
+    assert echo["body_size"] == len(body)
+    assert echo["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_multipart_body_passes_unchanged(exchange: Exchange) -> None:
+    boundary = "----secserver-test-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"a.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            ).encode() + bytes(range(256)) + f"\r\n--{boundary}--\r\n".encode()
+    content_type = f"multipart/form-data; boundary={boundary}"
+    answer = exchange.call("POST", exchange.rest_target(ECHO, "/upload"), body=body,
+                           headers={"Content-Type": content_type})
+    assert answer.status == 200, answer.body
+    echo = echo_of(answer.body)
+    assert echo["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert echo["headers"]["content-type"] == content_type  # type: ignore[index]
+
+
+def test_large_binary_response(exchange: Exchange) -> None:
+    size = 5 * 1024 * 1024 + 3
+    answer = exchange.call("GET", exchange.rest_target(BYTES, f"/{size}"))
+    assert answer.status == 200, answer.body[:300]
+    expected = (bytes(range(256)) * 1024 * 21)[:size]
+    assert answer.body == expected
+    assert answer.header("Content-Type") == "application/octet-stream"
+
+
+def test_endpoint_right_allows_only_its_paths(exchange: Exchange) -> None:
+    allowed = exchange.call("GET", exchange.rest_target(LIMITED, "/public/a/b"))
+    assert allowed.status == 200, allowed.body
+    denied = exchange.call("GET", exchange.rest_target(LIMITED, "/private/a"))
+    assert denied.status == 403
+    assert denied.header("X-Road-Error") == "Server.ServerProxy.AccessDenied"
+
+
+def test_consent_decides_personal_data(exchange: Exchange) -> None:
+    target = exchange.rest_target(PERSONAL, "/residents/1")
+    allowed = exchange.call("GET", target, headers={"X-Road-Data-Subject": CONSENTED_SUBJECT})
+    assert allowed.status == 200, allowed.body
+    assert echo_of(allowed.body)["headers"]["x-road-data-subject"] == CONSENTED_SUBJECT  # type: ignore[index]
+    refused = exchange.call("GET", target, headers={"X-Road-Data-Subject": "JP-PERSON-9"})
+    assert refused.status == 403
+    assert refused.header("X-Road-Error") == "Server.ServerProxy.AccessDenied"
+    assert "consent" in json.loads(refused.body)["message"]
+    missing = exchange.call("GET", target)
+    assert missing.status == 403
+
+
+def test_soap_request_and_echoed_header(exchange: Exchange) -> None:
+    header = SoapHeader(CLIENT, SOAP_ECHO, "soap-id-1", "4.0", user_id="EE1")
+    envelope = render_envelope(header, "<echo xmlns=\"urn:test\">hi</echo>")
+    answer = exchange.call("POST", "/", body=envelope, client=None,
+                           headers={"Content-Type": "text/xml; charset=utf-8",
+                                    "SOAPAction": "\"echo\""})
+    assert answer.status == 200, answer.body
+    assert b"echoResponse" in answer.body
+    assert b"soap-id-1" in answer.body  # the header comes back echoed
+    assert answer.header("X-Road-Id") == "soap-id-1"
+    assert answer.header("X-Road-Service") == str(SOAP_ECHO)
+
+
+def test_allowlisted_subsystem_refused_from_loopback(exchange: Exchange) -> None:
+    answer = exchange.call("GET", exchange.rest_target(ECHO), client=ALLOWLISTED)
+    assert answer.status == 403
+    assert answer.header("X-Road-Error") == "Server.ClientProxy.AccessDenied"
+
+
+def test_admin_health(exchange: Exchange) -> None:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", exchange.layout.ports.toyono_admin,
+                                            timeout=10)
+    try:
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        state = json.loads(response.read())
+    finally:
+        connection.close()
+    assert response.status == 200
+    assert state["status"] in ("ok", "degraded")
+    assert state["database"]["status"] == "ok"
+    assert "log" in state and "tsa" in state
+
+
+def test_root_has_no_secrets_in_errors(exchange: Exchange, tmp_path: Path) -> None:
+    answer = exchange.call("GET", exchange.rest_target(ECHO).replace("/echo", "/nothing"))
+    assert answer.status >= 400
+    text = answer.body.decode()
+    assert "Traceback" not in text and "PRIVATE KEY" not in text
+    assert str(exchange.backend_port) not in text
