@@ -613,6 +613,17 @@ def _require_endpoint(session: Session, service_row: m.Service, service: Service
     return row
 
 
+def show_endpoint(session: Session, service: ServiceId | str, method: str,
+                  path: str) -> Json:
+    """One endpoint with the rights granted on it."""
+    service_id = _parse_service(service)
+    service_row = _require_service(session, service_id)
+    row = _require_endpoint(session, service_row, service_id, method, path)
+    rights = session.execute(select(m.Right).where(m.Right.endpoint_id == row.id)
+                             .order_by(m.Right.id)).scalars()
+    return {**_endpoint_json(row, service_id), "rights": _rights_json(session, list(rights))}
+
+
 def remove_endpoint(session: Session, actor: str, service: ServiceId | str, method: str,
                     path: str, *, now: datetime | None = None) -> Json:
     """Remove an endpoint that no right refers to."""

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Benchmark the access decision: decisions per second and the median decision time.
+
+Builds a snapshot with (by default) 10,000 rights and 1,000 REST endpoints, then times
+``decide`` on a fixed mix of requests (allowed and denied; service-wide, endpoint, member,
+group and consent rights; wildcard paths) against a baseline measured in the same run: a
+plain dict lookup of (client, service) in a set of 10,000 pairs. Bounded in time.
+
+    python scripts/bench_acl.py [--rights 10000] [--endpoints 1000] [--seconds 4] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from secserver.acl.decision import decide
+from secserver.acl.snapshot import (
+    ConsentEntry,
+    EndpointEntry,
+    RegistrySnapshot,
+    RightEntry,
+    ServiceEntry,
+    subject_hash,
+)
+from secserver.identifiers import ClientId, ServiceId
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+KEY = b"bench-subject-key"
+Request = tuple[ClientId, ServiceId, str, str, str | None]
+
+
+def build(rights_count: int, endpoints_count: int, seed: int) -> tuple[RegistrySnapshot,
+                                                                         list[Request],
+                                                                         set[tuple[str, str]]]:
+    rng = random.Random(seed)
+    endpoints_per_service = 10
+    service_count = max(1, endpoints_count // endpoints_per_service)
+    providers = [ClientId("JP-DEV", "GOV", f"CITY{i}", "DATA") for i in range(10)]
+    services: list[ServiceEntry] = []
+    endpoint_id = 0
+    for i in range(service_count):
+        sid = ServiceId(providers[i % len(providers)], f"svc{i}")
+        eps = []
+        for j in range(endpoints_per_service):
+            endpoint_id += 1
+            path = (f"/r{j}/*" if j % 3 == 0 else f"/r{j}/**" if j % 3 == 1
+                    else f"/r{j}/items/*/detail")
+            eps.append(EndpointEntry.create(endpoint_id, sid, "GET" if j % 2 else "*", path))
+        services.append(ServiceEntry(sid, "http://127.0.0.1:9000", 5.0, i % 10 == 0, "digest",
+                                     tuple(eps)))
+    members = [ClientId("JP-DEV", "COM", f"CO{i}") for i in range(200)]
+    clients = [ClientId(mem.instance, mem.member_class, mem.member_code, f"APP{j}")
+               for mem in members for j in range(5)]
+    groups = {f"group{g}": rng.sample(clients, 20) for g in range(20)}
+    rights: list[RightEntry] = []
+    pairs: set[tuple[str, str]] = set()
+    for n in range(rights_count):
+        service = rng.choice(services)
+        roll = rng.random()
+        if roll < 0.8:
+            kind, subject = "subsystem", str(rng.choice(clients))
+        elif roll < 0.9:
+            kind, subject = "member", str(rng.choice(members))
+        else:
+            kind, subject = "group", rng.choice(list(groups))
+        endpoint = rng.choice(service.endpoints) if rng.random() < 0.7 else None
+        rights.append(RightEntry(n + 1, kind, subject, service.id, endpoint, NOW, "bench"))
+        pairs.add((subject, str(service.id)))
+    consents = [ConsentEntry(i + 1, subject_hash(KEY, f"citizen{i}"), rng.choice(clients),
+                             rng.choice(services).id, "bench", NOW - timedelta(days=1),
+                             None, None) for i in range(1000)]
+    snapshot = RegistrySnapshot.build(services=services, groups=groups, rights=rights,
+                                      consents=consents, version=1, subject_key=KEY)
+    requests: list[Request] = []
+    for _ in range(5000):
+        if rng.random() < 0.6:  # a request that some right is about
+            right = rng.choice(rights)
+            service = right.service
+            client = (ClientId.parse(right.subject + "/APP0") if right.subject_kind == "member"
+                      else rng.choice(groups[right.subject]) if right.subject_kind == "group"
+                      else ClientId.parse(right.subject))
+        else:
+            service = rng.choice(services).id
+            client = rng.choice(clients)
+        j = rng.randrange(endpoints_per_service)
+        path = (f"/r{j}/{rng.randrange(1000)}" if j % 3 == 0
+                else f"/r{j}/a/b/{rng.randrange(1000)}" if j % 3 == 1
+                else f"/r{j}/items/{rng.randrange(1000)}/detail")
+        subject = f"citizen{rng.randrange(2000)}" if rng.random() < 0.5 else None
+        requests.append((client, service, rng.choice(("GET", "POST")), path, subject))
+    return snapshot, requests, pairs
+
+
+def measure(call: Callable[[int], object], count: int, seconds: float) -> tuple[float, float]:
+    """(median ns per call measured one by one, calls per second over a tight loop)."""
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    deadline = time.monotonic() + seconds / 2
+    i = 0
+    while time.monotonic() < deadline and i < count * 20:
+        for _ in range(1000):
+            start = clock()
+            call(i % count)
+            samples.append(clock() - start)
+            i += 1
+    done = 0
+    start_s = time.perf_counter()
+    deadline = time.monotonic() + seconds / 2
+    while time.monotonic() < deadline:
+        for k in range(1000):
+            call((done + k) % count)
+        done += 1000
+    rate = done / (time.perf_counter() - start_s)
+    return statistics.median(samples), rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rights", type=int, default=10_000)
+    parser.add_argument("--endpoints", type=int, default=1_000)
+    parser.add_argument("--seconds", type=float, default=4.0,
+                        help="time budget per measured function (default 4)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args()
+    args.seconds = min(max(args.seconds, 0.2), 60.0)
+
+    built = time.perf_counter()
+    snapshot, requests, pairs = build(args.rights, args.endpoints, args.seed)
+    build_s = time.perf_counter() - built
+    count = len(requests)
+    allowed = sum(decide(snapshot, *req, NOW).allowed for req in requests)
+    keys = [(str(c), str(s)) for c, s, _m, _p, _d in requests]
+
+    def decision(i: int) -> object:
+        client, service, method, path, subject = requests[i]
+        return decide(snapshot, client, service, method, path, subject, NOW)
+
+    def baseline(i: int) -> object:
+        return keys[i] in pairs
+
+    # Interleave the two so both see the same machine load.
+    base_ns, base_rate = measure(baseline, count, args.seconds / 2)
+    dec_ns, dec_rate = measure(decision, count, args.seconds)
+    base_ns2, base_rate2 = measure(baseline, count, args.seconds / 2)
+    base_ns, base_rate = min(base_ns, base_ns2), max(base_rate, base_rate2)
+    result = {
+        "rights": snapshot.rights_count,
+        "endpoints": sum(len(s.endpoints) for s in snapshot.services()),
+        "requests": count, "allowed_share": round(allowed / count, 3),
+        "snapshot_build_s": round(build_s, 3),
+        "decision_median_us": round(dec_ns / 1000, 2),
+        "decisions_per_s": round(dec_rate),
+        "baseline_median_us": round(base_ns / 1000, 3),
+        "baseline_per_s": round(base_rate),
+        "ratio_median": round(dec_ns / base_ns, 1),
+        "ratio_throughput": round(base_rate / dec_rate, 1),
+        "target_median_us": 20.0,
+        "python": platform.python_version(),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"snapshot: {result['rights']} rights, {result['endpoints']} endpoints "
+          f"(built in {build_s:.2f} s); {count} requests, {allowed / count:.0%} allowed")
+    print(f"decide:   median {result['decision_median_us']} us, "
+          f"{result['decisions_per_s']:,} decisions/s")
+    print(f"baseline: median {result['baseline_median_us']} us, "
+          f"{result['baseline_per_s']:,} lookups/s (dict lookup of (client, service))")
+    print(f"ratio:    decide/baseline {result['ratio_median']}x by median, "
+          f"{result['ratio_throughput']}x by throughput; target median < 20 us: "
+          f"{'met' if dec_ns / 1000 < 20 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
