@@ -9,7 +9,6 @@ to ``[trust] ca_files``) and RFC 3161 tokens, and verifies message signatures wi
 from __future__ import annotations
 
 import hashlib
-import importlib
 import multiprocessing
 import os
 from collections import deque
@@ -49,6 +48,7 @@ from secserver.identifiers import ClientId, ServiceId
 from secserver.signing.cms import verify_detached
 from secserver.signing.pki import server_id_from_certificate
 from secserver.signing.signer import verify_message
+from secserver.signing.timestamp import verify_timestamp
 from secserver.signing.trust import TrustStore
 
 TIMESTAMP_SKEW = timedelta(minutes=5)
@@ -77,11 +77,8 @@ def checkpoint_signature_check(trust: TrustStore, node: str) -> CheckpointSignat
 def timestamp_check(trust: TrustStore) -> TimestampCheck:
     """RFC 3161 token over the checkpoint bytes, from a trusted TSA, not older than the
     checkpoint (beyond a small clock skew)."""
-    timestamp = importlib.import_module("secserver.signing.timestamp")
-
     def check(token: bytes, content: bytes, at: datetime) -> datetime:
-        info = timestamp.verify_timestamp(token, content, trust, at)
-        when: datetime = info.time
+        when = verify_timestamp(token, content, trust, at).time
         if when < at - TIMESTAMP_SKEW:
             raise AuditError(f"the token's time {when.isoformat()} is before the checkpoint "
                              f"({at.isoformat()})")

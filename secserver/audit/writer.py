@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import importlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -103,15 +102,18 @@ def default_signer(config: NodeConfig,
 
 
 def default_timestamper(config: NodeConfig) -> Timestamper | None:
-    """Ask ``[tsa] url``; ``None`` (no timestamps) when no URL is configured."""
+    """Ask ``[tsa] url`` (tokens fully verified against ``[trust] ca_files``); ``None``
+    (no timestamps) when no URL is configured."""
     if not config.tsa.url:
         return None
-    timestamp = importlib.import_module("secserver.signing.timestamp")
+    from secserver.signing.timestamp import request_timestamp
+    from secserver.signing.trust import TrustStore
+
     url, timeout = config.tsa.url, config.tsa.timeout
+    trust = TrustStore.from_files(config.trust.ca_files) if config.trust.ca_files else None
 
     async def stamp(data: bytes) -> bytes:
-        token: bytes = await timestamp.request_timestamp(url, data, timeout=timeout)
-        return token
+        return await request_timestamp(url, data, timeout=timeout, trust=trust)
 
     return stamp
 
