@@ -28,6 +28,7 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -475,15 +476,28 @@ def verify_parsed(parsed: ParsedSignedData, content: bytes, trust: TrustStore, n
                     from exc
     else:
         for cert_der in certs:
-            if _subject_key_id(certificate_from_der(cert_der)) == parsed.signer_key_id:
+            try:
+                key_id = _subject_key_id(certificate_from_der(cert_der))
+            except ValueError as exc:
+                raise MalformedSignature(f"a certificate in the signature is malformed: {exc}") \
+                    from exc
+            if key_id == parsed.signer_key_id:
                 signer_der = cert_der
                 break
     if signer_der is None:
         raise MalformedSignature("the signer certificate is not included in the signature")
     cert = certificate_from_der(signer_der)
-    _check_signature_value(parsed, cert.public_key(), signed)
+    try:
+        public_key = cert.public_key()
+    except (UnsupportedAlgorithm, ValueError) as exc:
+        raise MalformedSignature(f"the signer certificate's public key is unusable: {exc}") \
+            from exc
+    _check_signature_value(parsed, public_key, signed)
     others = [certificate_from_der(c) for c in certs if c is not signer_der]
-    trust.verify_der(signer_der, cert, now=now, purpose=purpose, intermediates=others)
+    try:
+        trust.verify_der(signer_der, cert, now=now, purpose=purpose, intermediates=others)
+    except ValueError as exc:  # a malformed extension, found when first read
+        raise MalformedSignature(f"a certificate in the signature is malformed: {exc}") from exc
     return cert, signing_time
 
 

@@ -144,6 +144,7 @@ def issue_certificate(
     *, subject: x509.Name, public_key: PublicKey, issuer_key: PrivateKey,
     issuer: x509.Certificate | None, profile: Profile, not_before: datetime,
     not_after: datetime, dns_names: Sequence[str] = (), ip_addresses: Sequence[str] = (),
+    path_length: int | None = 0,
 ) -> x509.Certificate:
     """Issue one certificate of a secserver profile (``issuer=None``: self-signed CA).
 
@@ -167,7 +168,7 @@ def issue_certificate(
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
     if profile == "ca":
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0),
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=path_length),
                                         critical=True)
         builder = builder.add_extension(_key_usage(cert_sign=True), critical=True)
     else:
@@ -242,11 +243,12 @@ def init_dev_pki(directory: Path, *, key_type: KeyType = "ec-p256",
     write_certificate(pki.ca_cert, ca)
 
     def leaf(cert_path: Path, key_path: Path, subject: x509.Name, profile: Profile,
-             **extra: Sequence[str]) -> None:
+             dns_names: Sequence[str] = (), ip_addresses: Sequence[str] = ()) -> None:
         key = generate_key(key_type)
         cert = issue_certificate(subject=subject, public_key=key.public_key(), issuer_key=ca_key,
                                  issuer=ca, profile=profile, not_before=start,
-                                 not_after=start + LEAF_VALIDITY, **extra)
+                                 not_after=start + LEAF_VALIDITY, dns_names=dns_names,
+                                 ip_addresses=ip_addresses)
         write_private_key(key_path, key, passphrase)
         write_certificate(cert_path, cert)
 

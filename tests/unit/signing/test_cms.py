@@ -1,0 +1,172 @@
+"""CMS SignedData: structure (checked with pyasn1-modules), algorithms, every failure."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from pki_fixtures import Issued, make_ca, make_leaf
+from pyasn1.codec.der import decoder, encoder
+from pyasn1_modules import rfc5652
+
+from secserver.identifiers import ClientId, ServerId
+from secserver.signing import cms
+from secserver.signing.errors import (
+    CertificateExpired,
+    CertificateNotYetValid,
+    DigestMismatch,
+    InvalidSignature,
+    KeyUnavailable,
+    MalformedSignature,
+    SignerMismatch,
+    UntrustedCertificate,
+    WrongKeyUsage,
+)
+from secserver.signing.pki import KeyType, member_subject, server_subject
+from secserver.signing.trust import TrustStore
+
+NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
+TOYONO = ClientId("JP-DEV", "GOV", "TOYONO")
+OTTA = ClientId("JP-DEV", "COM", "OTTA")
+DOC = b"secserver-signed-document: 1\nmessage-id: x\n"
+
+
+@pytest.fixture(scope="module")
+def ca() -> Issued:
+    return make_ca()
+
+
+@pytest.fixture(scope="module")
+def trust(ca: Issued) -> TrustStore:
+    return TrustStore([ca.cert])
+
+
+@pytest.fixture(scope="module", params=["ec", "rsa", "rsa-pss"])
+def signer(request: pytest.FixtureRequest, ca: Issued) -> cms.CmsSigner:
+    key_type: KeyType = "ec-p256" if request.param == "ec" else "rsa2048"
+    leaf = make_leaf(ca, member_subject(TOYONO), key_type=key_type)
+    return cms.CmsSigner(leaf.key, leaf.cert,
+                         rsa_padding="pss" if request.param == "rsa-pss" else "pkcs1v15")
+
+
+def test_structure_with_pyasn1(signer: cms.CmsSigner) -> None:
+    signature = signer.sign(DOC, signing_time=NOW)
+    info, rest = decoder.decode(signature, asn1Spec=rfc5652.ContentInfo())
+    assert rest == b"" and encoder.encode(info) == signature  # canonical DER
+    assert info["contentType"] == rfc5652.id_signedData
+    signed, _ = decoder.decode(info["content"], asn1Spec=rfc5652.SignedData())
+    assert int(signed["version"]) == 1
+    assert signed["encapContentInfo"]["eContentType"] == rfc5652.id_data
+    assert not signed["encapContentInfo"]["eContent"].isValue  # detached
+    certs = signed["certificates"]
+    assert len(certs) == 1 and encoder.encode(certs[0]["certificate"]) == \
+        signer.certificate.public_bytes(serialization.Encoding.DER)
+    (signer_info,) = signed["signerInfos"]
+    assert int(signer_info["version"]) == 1
+    assert int(signer_info["sid"]["issuerAndSerialNumber"]["serialNumber"]) == \
+        signer.certificate.serial_number
+    attrs = {str(a["attrType"]): a["attrValues"] for a in signer_info["signedAttrs"]}
+    assert set(attrs) == {cms.ID_CONTENT_TYPE, cms.ID_SIGNING_TIME, cms.ID_MESSAGE_DIGEST}
+    alg = str(signer_info["signatureAlgorithm"]["algorithm"])
+    expected = {"pkcs1v15": cms.ID_RSA_ENCRYPTION, "pss": cms.ID_RSASSA_PSS}[
+        signer.rsa_padding] if alg != cms.ID_ECDSA_SHA256 else cms.ID_ECDSA_SHA256
+    assert alg == expected
+
+
+def test_round_trip(signer: cms.CmsSigner, trust: TrustStore) -> None:
+    signature = signer.sign(DOC, signing_time=NOW)
+    result = cms.verify_detached(signature, DOC, trust, NOW,
+                                 expected_member=ClientId("JP-DEV", "GOV", "TOYONO", "ELDERCARE"))
+    assert result.member == TOYONO
+    assert result.signing_time == NOW
+    assert result.certificate == signer.certificate
+    assert cms.verify_detached(signature, DOC, trust, NOW).member == TOYONO
+
+
+def test_tampering(signer: cms.CmsSigner, trust: TrustStore) -> None:
+    signature = signer.sign(DOC, signing_time=NOW)
+    with pytest.raises(DigestMismatch):
+        cms.verify_detached(signature, DOC + b"x", trust, NOW)
+    # Flip one bit in the signature value (the last bytes of the DER).
+    flipped = signature[:-3] + bytes([signature[-3] ^ 0x01]) + signature[-2:]
+    with pytest.raises((InvalidSignature, MalformedSignature)):
+        cms.verify_detached(flipped, DOC, trust, NOW)
+    # Change the signing time inside the signed attributes: the signature breaks.
+    stamp = b"300601120000Z"
+    assert signature.count(stamp) == 1
+    with pytest.raises(InvalidSignature):
+        cms.verify_detached(signature.replace(stamp, b"300601120001Z"), DOC, trust, NOW)
+    # Swap the certificate for another one of the same member: signature check fails.
+    cert_der = signer.certificate.public_bytes(serialization.Encoding.DER)
+    other = make_leaf(make_ca(), member_subject(TOYONO)).cert
+    other_der = other.public_bytes(serialization.Encoding.DER)
+    if len(other_der) == len(cert_der):
+        with pytest.raises((InvalidSignature, MalformedSignature)):
+            cms.verify_detached(signature.replace(cert_der, other_der), DOC, trust, NOW)
+    # Corrupt a byte inside the certificate's TBS: parse fails or the chain breaks.
+    pos = signature.index(cert_der) + 200
+    broken = signature[:pos] + bytes([signature[pos] ^ 0x40]) + signature[pos + 1:]
+    with pytest.raises((UntrustedCertificate, MalformedSignature, InvalidSignature)):
+        cms.verify_detached(broken, DOC, trust, NOW)
+
+
+def test_truncated_and_garbage(signer: cms.CmsSigner, trust: TrustStore) -> None:
+    signature = signer.sign(DOC, signing_time=NOW)
+    for bad in (b"", b"\x30\x00", signature[:-1], signature + b"\x00", b"hello"):
+        with pytest.raises(MalformedSignature):
+            cms.verify_detached(bad, DOC, trust, NOW)
+    encapsulated = signer.sign(DOC, signing_time=NOW, detached=False)
+    with pytest.raises(MalformedSignature, match="encapsulates"):
+        cms.verify_detached(encapsulated, DOC, trust, NOW)
+    result, content = cms.verify_encapsulated(encapsulated, trust, NOW,
+                                              content_type=cms.ID_DATA)
+    assert content == DOC and result.member == TOYONO
+    no_certs = signer.sign(DOC, signing_time=NOW, certificates=False)
+    with pytest.raises(MalformedSignature, match="not included"):
+        cms.verify_detached(no_certs, DOC, trust, NOW)
+
+
+def test_member_binding(ca: Issued, trust: TrustStore) -> None:
+    leaf = make_leaf(ca, member_subject(TOYONO))
+    signature = cms.sign_detached(DOC, leaf.key, leaf.cert, signing_time=NOW)
+    with pytest.raises(SignerMismatch, match="claims member JP-DEV/COM/OTTA"):
+        cms.verify_detached(signature, DOC, trust, NOW, expected_member=OTTA)
+    log = make_leaf(ca, server_subject(ServerId(TOYONO, "SS1"), role="log"), "log")
+    log_sig = cms.sign_detached(DOC, log.key, log.cert, signing_time=NOW)
+    assert cms.verify_detached(log_sig, DOC, trust, NOW).member is None
+    with pytest.raises(SignerMismatch):
+        cms.verify_detached(log_sig, DOC, trust, NOW, expected_member=TOYONO)
+
+
+def test_certificate_checks(ca: Issued, trust: TrustStore) -> None:
+    old = make_leaf(ca, member_subject(TOYONO), not_after=NOW - timedelta(seconds=1))
+    with pytest.raises(CertificateExpired):
+        cms.verify_detached(cms.sign_detached(DOC, old.key, old.cert, signing_time=NOW), DOC,
+                            trust, NOW)
+    young = make_leaf(ca, member_subject(TOYONO), not_before=NOW + timedelta(seconds=1))
+    with pytest.raises(CertificateNotYetValid):
+        cms.verify_detached(cms.sign_detached(DOC, young.key, young.cert, signing_time=NOW),
+                            DOC, trust, NOW)
+    tls = make_leaf(ca, member_subject(TOYONO), "tls")
+    with pytest.raises(WrongKeyUsage):
+        cms.verify_detached(cms.sign_detached(DOC, tls.key, tls.cert, signing_time=NOW), DOC,
+                            trust, NOW)
+    stranger = make_leaf(make_ca("Elsewhere"), member_subject(TOYONO))
+    with pytest.raises(UntrustedCertificate):
+        cms.verify_detached(cms.sign_detached(DOC, stranger.key, stranger.cert,
+                                              signing_time=NOW), DOC, trust, NOW)
+
+
+def test_key_must_match_certificate(ca: Issued) -> None:
+    a, b = make_leaf(ca, member_subject(TOYONO)), make_leaf(ca, member_subject(TOYONO))
+    with pytest.raises(KeyUnavailable, match="does not belong"):
+        cms.CmsSigner(a.key, b.cert)
+
+
+def test_signing_time_forms(ca: Issued, trust: TrustStore) -> None:
+    leaf = make_leaf(ca, member_subject(TOYONO), not_after=datetime(2060, 1, 1, tzinfo=UTC))
+    late = datetime(2051, 3, 4, 5, 6, 7, tzinfo=UTC)
+    signature = cms.sign_detached(DOC, leaf.key, leaf.cert, signing_time=late)
+    assert b"\x18\x0f20510304050607Z" in signature  # GeneralizedTime after 2049
+    assert cms.verify_detached(signature, DOC, trust, NOW).signing_time == late
