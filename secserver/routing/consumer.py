@@ -39,7 +39,6 @@ from secserver.routing.directory import ServerEntry
 from secserver.routing.errors import (
     AccessDenied,
     InconsistentResponse,
-    MissingSignature,
     RelayedError,
     SslAuthenticationFailed,
     UnknownMember,
@@ -49,6 +48,7 @@ from secserver.routing.peer import PeerResponse
 from secserver.routing.rest import ExchangeRequest, parse_rest_request
 from secserver.routing.soap import SOAP_ENV, XmlLimits, parse_soap_request, parse_xml
 from secserver.signing.document import request_hash
+from secserver.signing.errors import VerificationError
 
 
 def authorise_caller(entry: SubsystemEntry | None, client: str, cert_der: bytes | None,
@@ -192,15 +192,20 @@ async def _answer(request: web.Request, node: ExchangeNode, exchange: ExchangeRe
         relayed.logged = True
         raise relayed
     if signed is None or signature_b64 is None:
-        raise MissingSignature("the provider's response carries no signature")
+        raise InconsistentResponse("the provider's response carries no signature")
     try:
         response_document = base64.b64decode(signed, validate=True)
         response_signature = base64.b64decode(signature_b64, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InconsistentResponse("the provider's response signature headers are not "
                                    "base64") from exc
-    documents.verify(response_document, response_signature, node.trust, now,
-                     exchange.service.provider)
+    try:
+        documents.verify(response_document, response_signature, node.trust, now,
+                         exchange.service.provider)
+    except VerificationError as exc:  # the provider's fault, not the caller's: 502
+        raise SecServerError(f"the provider's response signature is not valid: "
+                             f"{exc.message}", detail=exc.detail, code=exc.code,
+                             http_status=502) from exc
     documents.check_response(response_document, exchange, message_id, document,
                              response.status, response.headers, response.body)
     await node.append_log(trace.record(

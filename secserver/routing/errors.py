@@ -166,13 +166,6 @@ class ServiceInvalidResponse(ExchangeError):
     http_status = 502
 
 
-class ServiceUnavailable(ExchangeError):
-    """The node is shutting down or not accepting messages (logging backlog, TSA)."""
-
-    code = "ServiceUnavailable"
-    http_status = 503
-
-
 class InternalError(ExchangeError):
     code = "InternalError"
     http_status = 500

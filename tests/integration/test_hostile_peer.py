@@ -1,0 +1,245 @@
+"""Hostile security servers: requests sent straight to the provider's server port over real
+mutual TLS, with tampered, missing, replayed or foreign signatures, wrong peers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from exchange_harness import CLIENT, ECHO, NO_RIGHT, UNREGISTERED, Exchange, running_exchange
+
+from secserver.routing import documents
+from secserver.routing import headers as h
+from secserver.routing.body import SpooledBody
+from secserver.routing.directory import load_directory
+from secserver.routing.peer import PeerPool, PeerResponse, ResponseLimits
+from secserver.routing.rest import parse_rest_request
+from secserver.signing.signer import Signer
+
+pytestmark = pytest.mark.integration
+
+LIMITS = ResponseLimits(64 * 1024 * 1024, 1024 * 1024, None)
+
+
+@pytest.fixture(scope="module")
+def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
+    with running_exchange(tmp_path_factory.mktemp("hostile-peer")) as running:
+        yield running
+
+
+def tls_context(pki: Path, server_dir: str, *, key_name: str = "tls") -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                         cafile=str(pki / "ca" / "ca.crt"))
+    context.check_hostname = False
+    folder = pki / "servers" / server_dir
+    context.load_cert_chain(folder / f"{key_name}.crt", folder / f"{key_name}.key")
+    return context
+
+
+class Peer:
+    """Plays TOYONO's security server, or a forger of it."""
+
+    def __init__(self, exchange: Exchange, *, key_name: str = "tls",
+                 signer_member: str = "GOV.TOYONO") -> None:
+        pki = exchange.layout.pki
+        self.exchange = exchange
+        self.pool = PeerPool(tls_context(pki, "GOV.TOYONO.SS1", key_name=key_name))
+        self.signer = Signer.from_files(pki / "members" / signer_member / "sign.crt",
+                                        pki / "members" / signer_member / "sign.key",
+                                        batch="off")
+        directory = load_directory(exchange.layout.directory_file)
+        self.server = next(s for s in directory.servers.values()
+                           if s.server_id.owner.member_code == "OTTA")
+
+    async def send(self, method: str, target: str, body: bytes = b"", *,
+                   message_id: str | None = None, tamper_document: bytes | None = None,
+                   tamper_signature: bool = False, omit_signature: bool = False,
+                   signed_target: str | None = None, signing_time: datetime | None = None,
+                   extra_headers: list[tuple[str, str]] | None = None) -> PeerResponse:
+        message_id = message_id or str(uuid.uuid4())
+        pairs = [("X-Road-Client", str(CLIENT)), ("X-Road-Id", message_id),
+                 *(extra_headers or [])]
+        spooled = SpooledBody.from_bytes(body)
+        exchange = parse_rest_request(method, signed_target or target, pairs)
+        document = documents.request_document(exchange, message_id, spooled,
+                                              signing_time or datetime.now(UTC))
+        if tamper_document is not None:
+            document = tamper_document
+        signature = await self.signer.sign(document)
+        if tamper_signature:
+            signature = signature[:-8] + bytes(b ^ 0xFF for b in signature[-8:])
+        headers = list(exchange.headers) + [
+            ("X-Road-Client", str(CLIENT)), ("X-Road-Id", message_id),
+            ("X-Road-Message-Kind", "rest")]
+        if not omit_signature:
+            headers += [(h.X_SIGNED_DOCUMENT, base64.b64encode(document).decode()),
+                        (h.X_SIGNATURE, base64.b64encode(signature).decode())]
+        return await self.pool.request(self.server, method, target, headers, spooled, LIMITS,
+                                       30.0)
+
+    async def close(self) -> None:
+        await self.pool.close()
+        await self.signer.close()
+
+
+def code_of(response: PeerResponse) -> str | None:
+    return response.header("X-Road-Error")
+
+
+async def test_honest_peer_is_served(exchange: Exchange) -> None:
+    peer = Peer(exchange)
+    try:
+        response = await peer.send("GET", exchange.rest_target(ECHO, "/x"))
+        assert response.status == 200, response.body.read_all()
+        assert response.header(h.X_SIGNATURE) is not None
+        assert response.header(h.X_REQUEST_HASH) is not None
+    finally:
+        await peer.close()
+
+
+async def test_tampered_signature_is_refused(exchange: Exchange) -> None:
+    peer = Peer(exchange)
+    try:
+        response = await peer.send("GET", exchange.rest_target(ECHO), tamper_signature=True)
+        assert code_of(response) in ("Server.ServerProxy.InvalidSignatureValue",
+                                     "Server.ServerProxy.MalformedSignature")
+    finally:
+        await peer.close()
+
+
+async def test_document_not_matching_the_request_is_refused(exchange: Exchange) -> None:
+    peer = Peer(exchange)
+    try:
+        # signed for /public, sent to /admin: a valid signature over another request
+        response = await peer.send("GET", exchange.rest_target(ECHO, "/admin"),
+                                   signed_target=exchange.rest_target(ECHO, "/public"))
+        assert code_of(response) == "Server.ServerProxy.InvalidMessage"
+        assert "path" in json.loads(response.body.read_all())["message"]
+    finally:
+        await peer.close()
+
+
+async def test_body_swapped_after_signing_is_refused(exchange: Exchange) -> None:
+    peer = Peer(exchange)
+    try:
+        spooled = SpooledBody.from_bytes(b"original")
+        message_id = str(uuid.uuid4())
+        pairs = [("X-Road-Client", str(CLIENT)), ("X-Road-Id", message_id)]
+        target = exchange.rest_target(ECHO, "/x")
+        request = parse_rest_request("POST", target, pairs)
+        document = documents.request_document(request, message_id, spooled, datetime.now(UTC))
+        signature = await peer.signer.sign(document)
+        headers = [*pairs, ("X-Road-Message-Kind", "rest"),
+                   (h.X_SIGNED_DOCUMENT, base64.b64encode(document).decode()),
+                   (h.X_SIGNATURE, base64.b64encode(signature).decode())]
+        response = await peer.pool.request(peer.server, "POST", target, headers,
+                                           SpooledBody.from_bytes(b"swapped!"), LIMITS, 30.0)
+        assert code_of(response) == "Server.ServerProxy.InvalidMessage"
+    finally:
+        await peer.close()
+
+
+async def test_missing_signature_is_refused(exchange: Exchange) -> None:
+    peer = Peer(exchange)
+    try:
+        response = await peer.send("GET", exchange.rest_target(ECHO), omit_signature=True)
+        assert code_of(response) == "Server.ServerProxy.MissingSignature"
+    finally:
+        await peer.close()
+
+
+async def test_signature_of_another_member_is_refused(exchange: Exchange) -> None:
+    peer = Peer(exchange, signer_member="COM.OTTA")  # OTTA's key claiming TOYONO's client
+    try:
+        response = await peer.send("GET", exchange.rest_target(ECHO))
+        assert code_of(response) == "Server.ServerProxy.SignerMismatch"
+    finally:
+        await peer.close()
+
+
+async def test_replayed_message_id_is_refused(exchange: Exchange) -> None:
+    peer = Peer(exchange)
+    try:
+        message_id = str(uuid.uuid4())
+        first = await peer.send("GET", exchange.rest_target(ECHO), message_id=message_id)
+        assert first.status == 200
+        second = await peer.send("GET", exchange.rest_target(ECHO), message_id=message_id)
+        assert code_of(second) == "Server.ServerProxy.DuplicateMessageId"
+        assert second.status == 409
+    finally:
+        await peer.close()
+
+
+async def test_replay_is_refused_after_provider_restart(exchange: Exchange) -> None:
+    peer = Peer(exchange)
+    message_id = str(uuid.uuid4())
+    try:
+        first = await peer.send("GET", exchange.rest_target(ECHO), message_id=message_id)
+        assert first.status == 200
+    finally:
+        await peer.close()
+    exchange.restart_provider()
+    peer = Peer(exchange)
+    try:
+        again = await peer.send("GET", exchange.rest_target(ECHO), message_id=message_id)
+        assert code_of(again) == "Server.ServerProxy.DuplicateMessageId"
+    finally:
+        await peer.close()
+
+
+async def test_old_signing_time_is_refused(exchange: Exchange) -> None:
+    peer = Peer(exchange)
+    try:
+        response = await peer.send("GET", exchange.rest_target(ECHO),
+                                   signing_time=datetime.now(UTC) - timedelta(hours=2))
+        assert code_of(response) == "Server.ServerProxy.InvalidMessage"
+    finally:
+        await peer.close()
+
+
+async def test_peer_not_in_directory_is_refused(exchange: Exchange) -> None:
+    # a certificate of the right CA, but not the TLS certificate the directory lists
+    peer = Peer(exchange, key_name="log")
+    try:
+        response = await peer.send("GET", exchange.rest_target(ECHO))
+        assert code_of(response) == "Server.ServerProxy.SslAuthenticationFailed"
+    finally:
+        await peer.close()
+
+
+async def test_no_right_and_unregistered_service(exchange: Exchange) -> None:
+    peer = Peer(exchange)
+    try:
+        denied = await peer.send("GET", exchange.rest_target(NO_RIGHT))
+        assert code_of(denied) == "Server.ServerProxy.AccessDenied"
+        unknown = await peer.send("GET", exchange.rest_target(UNREGISTERED))
+        assert code_of(unknown) == "Server.ServerProxy.UnknownService"
+        assert unknown.status == 404
+    finally:
+        await peer.close()
+
+
+async def test_header_added_after_signing_is_refused(exchange: Exchange) -> None:
+    peer = Peer(exchange)
+    try:
+        message_id = str(uuid.uuid4())
+        target = exchange.rest_target(ECHO)
+        pairs = [("X-Road-Client", str(CLIENT)), ("X-Road-Id", message_id)]
+        request = parse_rest_request("GET", target, pairs)
+        spooled = SpooledBody.from_bytes(b"")
+        document = documents.request_document(request, message_id, spooled, datetime.now(UTC))
+        signature = await peer.signer.sign(document)
+        headers = [*pairs, ("X-Road-UserId", "injected"),
+                   (h.X_SIGNED_DOCUMENT, base64.b64encode(document).decode()),
+                   (h.X_SIGNATURE, base64.b64encode(signature).decode())]
+        response = await peer.pool.request(peer.server, "GET", target, headers, spooled,
+                                           LIMITS, 30.0)
+        assert code_of(response) == "Server.ServerProxy.InvalidMessage"
+    finally:
+        await peer.close()
