@@ -74,9 +74,8 @@ class Peer:
         signature = await self.signer.sign(document)
         if tamper_signature:
             signature = signature[:-8] + bytes(b ^ 0xFF for b in signature[-8:])
-        headers = list(exchange.headers) + [
-            ("X-Road-Client", str(CLIENT)), ("X-Road-Id", message_id),
-            ("X-Road-Message-Kind", "rest")]
+        headers = [*exchange.headers, ("X-Road-Client", str(CLIENT)),
+                   ("X-Road-Id", message_id), ("X-Road-Message-Kind", "rest")]
         if not omit_signature:
             headers += [(h.X_SIGNED_DOCUMENT, base64.b64encode(document).decode()),
                         (h.X_SIGNATURE, base64.b64encode(signature).decode())]
