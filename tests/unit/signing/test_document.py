@@ -1,0 +1,178 @@
+"""The signed document: golden vectors from docs/protocol.md, round trips, rejections."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from secserver.identifiers import ClientId, ServiceId
+from secserver.signing.document import (
+    EMPTY_BODY_DIGEST,
+    BodyDigest,
+    InvalidSignedDocument,
+    SignedDocument,
+    body_digest,
+    canonical_headers,
+    request_hash,
+)
+
+ASSETS = Path(__file__).parents[2] / "assets" / "signing"
+CLIENT = ClientId.parse("JP-DEV/GOV/TOYONO/ELDERCARE")
+SERVICE = ServiceId.parse("JP-DEV/COM/OTTA/TAGS/location/v1")
+PATH = "/tags/42/position?since=2026-01-01T00%3A00%3A00Z"
+
+
+def golden_request() -> SignedDocument:
+    return SignedDocument(
+        version=1, message_id="4f1c2d3e-0000-4000-8000-000000000001", direction="request",
+        client=CLIENT, service=SERVICE, method="POST", path_and_query=PATH,
+        headers=(("X-Road-UserId", "JP/care-worker-17"), ("Content-Type", "application/json")),
+        request_hash=None, status=None,
+        body_digest=body_digest((ASSETS / "request-body.json").read_bytes()),
+        signing_time=datetime(2026, 1, 15, 9, 30, 0, 250000, tzinfo=UTC))
+
+
+def golden_response() -> SignedDocument:
+    return SignedDocument(
+        version=1, message_id="4f1c2d3e-0000-4000-8000-000000000001", direction="response",
+        client=CLIENT, service=SERVICE, method="POST", path_and_query=PATH,
+        headers=(("content-type", "application/json"),),
+        request_hash=request_hash(golden_request().to_bytes()), status=200,
+        body_digest=body_digest((ASSETS / "response-body.json").read_bytes()),
+        signing_time=datetime(2026, 1, 15, 18, 30, 0, 731000,
+                              tzinfo=timezone(timedelta(hours=9))))
+
+
+def test_golden_request() -> None:
+    data = golden_request().to_bytes()
+    assert data == (ASSETS / "request.sdoc").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == \
+        "b6171214714afe90f8042076217a0e5894c81d5f286ce9fa2c2aedf6484ef848"
+    assert request_hash(data) == golden_request().request_hash_value == (
+        "F/nkUfZTmPP9SCkKIorDL5fZoGWeXD3rNYyQRYOyrn3E9A+CQMOfaaVRGChNRttyNKEzMIHHQR7oPZxfXk70Lg==")
+    assert SignedDocument.from_bytes(data) == golden_request()
+
+
+def test_golden_response() -> None:
+    data = golden_response().to_bytes()
+    assert data == (ASSETS / "response.sdoc").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == \
+        "f5d2db17899c90299613152f51034b825a6df62866122b51c702920fd868f770"
+    assert SignedDocument.from_bytes(data) == golden_response()
+    assert golden_response().signing_time.tzinfo == UTC
+
+
+def test_documented_vectors_match_docs() -> None:
+    docs = (Path(__file__).parents[3] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    for name in ("request.sdoc", "response.sdoc"):
+        text = (ASSETS / name).read_text(encoding="utf-8")
+        assert f"```\n{text}```" in docs, name
+    assert EMPTY_BODY_DIGEST in docs
+
+
+def test_body_digest_streaming() -> None:
+    stream = BodyDigest()
+    for chunk in (b"ab", b"", b"c" * 100000):
+        stream.update(chunk)
+    whole = b"ab" + b"c" * 100000
+    assert stream.finish() == body_digest(whole) == \
+        base64.b64encode(hashlib.sha512(whole).digest()).decode()
+    assert stream.size == len(whole)
+    assert BodyDigest().finish() == EMPTY_BODY_DIGEST
+
+
+def test_headers_are_canonical() -> None:
+    assert canonical_headers([("B", " 2 "), ("a", "z"), ("b", "1"), ("A", "y")]) == (
+        ("a", "y"), ("a", "z"), ("b", "1"), ("b", "2"))
+    for bad in ([("bad name", "x")], [("x", "a\r\nb")], [("", "x")], [("x", "\x00")]):
+        with pytest.raises(InvalidSignedDocument):
+            canonical_headers(bad)
+
+
+def _replace(**changes: Any) -> SignedDocument:
+    return dataclasses.replace(golden_request(), **changes)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"version": 2}, "version 2"),
+    ({"message_id": ""}, "message-id is empty"),
+    ({"message_id": "a\nb"}, "control character"),
+    ({"message_id": "x" * 257}, "longer than"),
+    ({"direction": "sideways"}, "direction"),
+    ({"method": "get"}, "upper-case"),
+    ({"path_and_query": "/a\r\nx: y"}, "control character"),
+    ({"status": 200}, "request document"),
+    ({"request_hash": EMPTY_BODY_DIGEST}, "request document"),
+    ({"body_digest": "abc"}, "base64 SHA-512"),
+    ({"signing_time": datetime(2026, 1, 1)}, "timezone-aware"),
+    ({"direction": "response"}, "request hash"),
+    ({"direction": "response", "request_hash": EMPTY_BODY_DIGEST, "status": 42}, "status"),
+])
+def test_invalid_fields(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidSignedDocument, match=message):
+        _replace(**changes)
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    (b"secserver-signed-document: 1\n", b"secserver-signed-document: 2\n"),
+    (b"signing-time: 2026-01-15T09:30:00.250000Z\n", b""),
+    (b"signing-time: 2026-01-15T09:30:00.250000Z\n",
+     b"signing-time: 2026-01-15T09:30:00.250000Z\nextra: 1\n"),
+    (b"signing-time: 2026-01-15T09:30:00.250000Z\n", b"signing-time: 2026-01-15T09:30:00Z\n"),
+    (b"signing-time: 2026-01-15T09:30:00.250000Z\n",
+     b"signing-time: 2026-13-15T09:30:00.250000Z\n"),
+    (b"header: content-type: application/json\nheader: x-road-userid: JP/care-worker-17\n",
+     b"header: x-road-userid: JP/care-worker-17\nheader: content-type: application/json\n"),
+    (b"header: content-type", b"header: Content-Type"),
+    (b"header: content-type: application/json", b"header: content-type:application/json"),
+    (b"header: content-type: application/json", b"header: content-type: application/json "),
+    (b"client: JP-DEV/GOV/TOYONO/ELDERCARE", b"client: JP-DEV/GOV/TOYONO/ELDER%41CARE"),
+    (b"direction: request", b"direction: response"),
+    (b"message-id: 4f", b"message-id:4f"),
+    (b"\n", b"\r\n"),
+    (b"method: POST\n", b""),
+])
+def test_from_bytes_rejects(old: bytes, new: bytes) -> None:
+    data = (ASSETS / "request.sdoc").read_bytes()
+    assert old in data
+    with pytest.raises(InvalidSignedDocument):
+        SignedDocument.from_bytes(data.replace(old, new, 1))
+
+
+def test_from_bytes_rejects_encoding() -> None:
+    data = (ASSETS / "request.sdoc").read_bytes()
+    for bad in (data[:-1], data + b"\n", b"\xff" + data, b""):
+        with pytest.raises(InvalidSignedDocument):
+            SignedDocument.from_bytes(bad)
+
+
+text = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=40)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    message_id=text.filter(bool), path=text,
+    headers=st.lists(st.tuples(st.from_regex(r"[A-Za-z0-9-]{1,12}", fullmatch=True), text),
+                     max_size=5),
+    response=st.booleans(), status=st.integers(min_value=100, max_value=999),
+    micro=st.integers(min_value=0, max_value=999999),
+)
+def test_round_trip_property(message_id: str, path: str, headers: list[tuple[str, str]],
+                             response: bool, status: int, micro: int) -> None:
+    document = SignedDocument(
+        version=1, message_id=message_id[:256], direction="response" if response else "request",
+        client=CLIENT, service=SERVICE, method="PATCH", path_and_query=path, headers=tuple(headers),
+        request_hash=EMPTY_BODY_DIGEST if response else None, status=status if response else None,
+        body_digest=EMPTY_BODY_DIGEST,
+        signing_time=datetime(2026, 2, 3, 4, 5, 6, micro, tzinfo=UTC))
+    data = document.to_bytes()
+    assert SignedDocument.from_bytes(data) == document
+    assert data.endswith(b"\n") and b"\r" not in data
