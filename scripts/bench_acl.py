@@ -66,7 +66,7 @@ def build(rights_count: int, endpoints_count: int, seed: int) -> tuple[RegistryS
     rights: list[RightEntry] = []
     pairs: set[tuple[str, str]] = set()
     for n in range(rights_count):
-        service = rng.choice(services)
+        entry = rng.choice(services)
         roll = rng.random()
         if roll < 0.8:
             kind, subject = "subsystem", str(rng.choice(clients))
@@ -74,9 +74,9 @@ def build(rights_count: int, endpoints_count: int, seed: int) -> tuple[RegistryS
             kind, subject = "member", str(rng.choice(members))
         else:
             kind, subject = "group", rng.choice(list(groups))
-        endpoint = rng.choice(service.endpoints) if rng.random() < 0.7 else None
-        rights.append(RightEntry(n + 1, kind, subject, service.id, endpoint, NOW, "bench"))
-        pairs.add((subject, str(service.id)))
+        endpoint = rng.choice(entry.endpoints) if rng.random() < 0.7 else None
+        rights.append(RightEntry(n + 1, kind, subject, entry.id, endpoint, NOW, "bench"))
+        pairs.add((subject, str(entry.id)))
     consents = [ConsentEntry(i + 1, subject_hash(KEY, f"citizen{i}"), rng.choice(clients),
                              rng.choice(services).id, "bench", NOW - timedelta(days=1),
                              None, None) for i in range(1000)]
@@ -97,8 +97,8 @@ def build(rights_count: int, endpoints_count: int, seed: int) -> tuple[RegistryS
         path = (f"/r{j}/{rng.randrange(1000)}" if j % 3 == 0
                 else f"/r{j}/a/b/{rng.randrange(1000)}" if j % 3 == 1
                 else f"/r{j}/items/{rng.randrange(1000)}/detail")
-        subject = f"citizen{rng.randrange(2000)}" if rng.random() < 0.5 else None
-        requests.append((client, service, rng.choice(("GET", "POST")), path, subject))
+        data_subject = f"citizen{rng.randrange(2000)}" if rng.random() < 0.5 else None
+        requests.append((client, service, rng.choice(("GET", "POST")), path, data_subject))
     return snapshot, requests, pairs
 
 
