@@ -39,7 +39,7 @@ from secserver.routing import consumer, provider
 from secserver.routing.backend import make_session
 from secserver.routing.context import NODE_KEY, ExchangeNode
 from secserver.routing.directory import Directory, load_directory
-from secserver.routing.middleware import SIDE_KEY, error_middleware
+from secserver.routing.middleware import SIDE_KEY, error_middleware, use_coded_errors
 from secserver.routing.peer import PeerPool
 from secserver.routing.replay import ReplayGuard
 from secserver.signing.keys import load_certificates
@@ -197,6 +197,10 @@ class Node:
             lingering_time=0.5,
         )
         await runner.setup()
+        side = app.get(SIDE_KEY)
+        if side is not None:
+            use_coded_errors(runner.server, "ClientProxy" if side == "ClientProxy"
+                             else "ServerProxy")
         self.runners.append(runner)
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
         await site.start()

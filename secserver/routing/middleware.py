@@ -15,6 +15,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from secserver.errors import SecServerError
 from secserver.routing import headers as h
@@ -78,3 +80,49 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         failure = InternalError("an internal error occurred; the operator can find it in the "
                                 "node's log", detail=f"reference {reference}")
         return error_response(request, failure, side)
+
+
+class _CodedRequestHandler(RequestHandler):
+    """Answers HTTP-level failures (malformed request line or headers, header limits,
+    conflicting framing), which happen before any handler runs, with a coded error."""
+
+    def handle_error(self, request: BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot send an error")
+        side: Side = getattr(self._manager, "secserver_side", "ClientProxy")
+        error: SecServerError
+        if status >= 500:
+            reference = uuid.uuid4().hex
+            log.error("internal error", reference=reference,
+                      error=type(exc).__name__ if exc else None)
+            error = InternalError("an internal error occurred; the operator can find it in "
+                                  "the node's log", detail=f"reference {reference}")
+        else:
+            reason = (getattr(exc, "message", None) or message or "malformed request")
+            error = InvalidRequest("the request is not acceptable HTTP/1.1 (malformed, "
+                                   "ambiguous framing, or beyond the header limits)",
+                                   detail=str(reason)[:200], http_status=status)
+        code = qualified_code(error, side)
+        body = json.dumps({"type": code, "message": error.message, "detail": error.detail})
+        response = web.Response(status=error.http_status, text=body,
+                                content_type="application/json", headers={h.X_ERROR: code})
+        response.force_close()
+        return response
+
+
+class _CodedServer(web.Server):
+    secserver_side: Side = "ClientProxy"
+
+    def __call__(self) -> RequestHandler:
+        return _CodedRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+def use_coded_errors(server: web.Server | None, side: Side) -> None:
+    """Make a runner's server answer HTTP-level failures with coded errors."""
+    if server is None:
+        raise RuntimeError("the runner is not set up")
+    server.__class__ = _CodedServer
+    assert isinstance(server, _CodedServer)
+    server.secserver_side = side

@@ -1,0 +1,297 @@
+"""Hostile information systems against the client port of a real node: malformed and
+ambiguous HTTP, smuggling attempts, slow clients, oversized input, XML bombs, path tricks."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+from exchange_harness import CLIENT, ECHO, LIMITED, SOAP_ECHO, Exchange, running_exchange
+
+from secserver.routing.soap import SOAP_ENV, SoapHeader, render_envelope
+
+pytestmark = pytest.mark.integration
+
+MAX_BYTES = 2 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
+    env = {"SECSERVER_LIMITS_MAX_MESSAGE_BYTES": str(MAX_BYTES),
+           "SECSERVER_LIMITS_HEADER_TIMEOUT": "1.5", "SECSERVER_LIMITS_BODY_TIMEOUT": "1.5",
+           "SECSERVER_LIMITS_MAX_HEADER_COUNT": "40", "SECSERVER_LIMITS_XML_MAX_DEPTH": "32",
+           "SECSERVER_LIMITS_XML_MAX_ELEMENTS": "500"}
+    with running_exchange(tmp_path_factory.mktemp("hostile"), env=env) as running:
+        yield running
+
+
+class Raw:
+    """A raw HTTP/1.1 answer: status, lower-case headers, body."""
+
+    def __init__(self, data: bytes) -> None:
+        head, _, self.body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        self.headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+
+    @property
+    def code(self) -> str | None:
+        return self.headers.get("x-road-error")
+
+
+def raw(port: int, data: bytes, *, pause_after: float = 0.0, more: bytes = b"",
+        timeout: float = 20.0) -> Raw:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        if pause_after:
+            time.sleep(pause_after)
+        if more:
+            try:
+                sock.sendall(more)
+            except OSError:
+                pass
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if b"\r\n\r\n" in b"".join(chunks) and _complete(b"".join(chunks)):
+                break
+        return Raw(b"".join(chunks))
+
+
+def _complete(data: bytes) -> bool:
+    head, _, body = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return len(body) >= int(line.split(b":")[1])
+    return False
+
+
+def head(exchange: Exchange, target: str, extra: str = "", *, method: str = "GET",
+         host: str = "127.0.0.1") -> bytes:
+    return (f"{method} {target} HTTP/1.1\r\nHost: {host}\r\nX-Road-Client: {CLIENT}\r\n"
+            f"{extra}").encode()
+
+
+def test_absolute_form_target_is_refused(exchange: Exchange) -> None:
+    target = f"http://evil.example{exchange.rest_target(ECHO)}"
+    answer = raw(exchange.consumer_port, head(exchange, target) + b"\r\n")
+    assert answer.status == 400
+    assert answer.code == "Client.InvalidRequest"
+
+
+def test_foreign_host_is_refused(exchange: Exchange) -> None:
+    answer = raw(exchange.consumer_port,
+                 head(exchange, exchange.rest_target(ECHO), host="evil.example") + b"\r\n")
+    assert answer.status == 400
+    assert answer.code == "Client.InvalidRequest"
+    assert "Host" in json.loads(answer.body)["message"]
+
+
+def test_content_length_with_transfer_encoding_is_refused(exchange: Exchange) -> None:
+    smuggled = (b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"0\r\n\r\nGET /r1/x HTTP/1.1\r\n\r\n")
+    answer = raw(exchange.consumer_port,
+                 head(exchange, exchange.rest_target(ECHO), method="POST") + smuggled)
+    assert answer.status == 400
+    assert answer.code == "Client.InvalidRequest"
+
+
+def test_two_content_lengths_are_refused(exchange: Exchange) -> None:
+    answer = raw(exchange.consumer_port,
+                 head(exchange, exchange.rest_target(ECHO), method="POST")
+                 + b"Content-Length: 3\r\nContent-Length: 5\r\n\r\nabcde")
+    assert answer.status == 400
+    assert answer.code == "Client.InvalidRequest"
+
+
+def test_too_many_headers_are_refused(exchange: Exchange) -> None:
+    extra = "".join(f"X-Filler-{i}: {i}\r\n" for i in range(60))
+    answer = raw(exchange.consumer_port,
+                 head(exchange, exchange.rest_target(ECHO), extra) + b"\r\n")
+    assert answer.status in (400, 431)
+    assert answer.code == "Client.InvalidRequest"
+
+
+def test_oversized_header_is_refused(exchange: Exchange) -> None:
+    extra = f"X-Big: {'a' * 20000}\r\n"
+    answer = raw(exchange.consumer_port,
+                 head(exchange, exchange.rest_target(ECHO), extra) + b"\r\n")
+    assert answer.status in (400, 431)
+    assert answer.code == "Client.InvalidRequest"
+
+
+def test_declared_oversized_body_gets_413(exchange: Exchange) -> None:
+    answer = raw(exchange.consumer_port,
+                 head(exchange, exchange.rest_target(ECHO), method="POST")
+                 + f"Content-Length: {MAX_BYTES + 1}\r\n\r\n".encode() + b"x" * 1000)
+    assert answer.status == 413
+    assert answer.code == "Client.MessageTooLarge"
+
+
+def test_streamed_oversized_body_gets_413(exchange: Exchange) -> None:
+    chunk = b"x" * 65536
+    body = b"".join(b"%x\r\n" % len(chunk) + chunk + b"\r\n"
+                    for _ in range(MAX_BYTES // len(chunk) + 2)) + b"0\r\n\r\n"
+    answer = raw(exchange.consumer_port,
+                 head(exchange, exchange.rest_target(ECHO), method="POST")
+                 + b"Transfer-Encoding: chunked\r\n\r\n" + body)
+    assert answer.status == 413
+    assert answer.code == "Client.MessageTooLarge"
+
+
+def test_trickling_headers_are_cut_off(exchange: Exchange) -> None:
+    with socket.create_connection(("127.0.0.1", exchange.consumer_port), timeout=30) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+        closed = False
+        for _ in range(60):  # at most ~30 s of trickling
+            try:
+                sock.sendall(b"X-Slow: 1\r\n")
+                time.sleep(0.5)
+                sock.settimeout(0.01)
+                data = sock.recv(1024)
+                if data == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            finally:
+                sock.settimeout(30)
+        assert closed, "the server kept a trickling client's connection open"
+
+
+def test_slow_body_gets_408(exchange: Exchange) -> None:
+    answer = raw(exchange.consumer_port,
+                 head(exchange, exchange.rest_target(ECHO), method="POST")
+                 + b"Content-Length: 1000\r\n\r\n" + b"x" * 10, timeout=30)
+    assert answer.status == 408
+    assert answer.code == "Client.RequestTimeout"
+
+
+def test_garbage_request_line_gets_coded_error(exchange: Exchange) -> None:
+    answer = raw(exchange.consumer_port, b"\x16\x03\x01 not http at all\r\n\r\n")
+    assert answer.status == 400
+    assert answer.code == "Client.InvalidRequest"
+
+
+@pytest.mark.parametrize("path", [
+    "/public/../private/x", "/public/%2e%2e/private/x", "/public/%2E%2e/private/x",
+    "/public%2f..%2fprivate/x", "/public/..%2fprivate", "/public//private",
+    "/public/.%2e/private", "/public/..;/private/x", "/public\\..\\private",
+    "/public/%00/x", "/public/%zz",
+])
+def test_path_tricks_never_reach_other_endpoints(exchange: Exchange, path: str) -> None:
+    answer = raw(exchange.consumer_port, head(exchange, exchange.rest_target(LIMITED, path))
+                 + b"\r\n")
+    assert answer.status in (400, 403), (path, answer.status, answer.body)
+    assert answer.code in ("Client.InvalidRequest", "Server.ServerProxy.AccessDenied")
+
+
+def test_encoded_public_path_is_the_same_path(exchange: Exchange) -> None:
+    answer = exchange.call("GET", exchange.rest_target(LIMITED, "/%70ublic/a"))
+    assert answer.status == 200, answer.body
+
+
+@pytest.mark.parametrize("headers,code", [
+    ({}, "Client.MissingHeaderField"),
+    ({"X-Road-Client": "JP-DEV/GOV"}, "Client.InvalidClientIdentifier"),
+    ({"X-Road-Client": "JP-DEV/GOV/TOYONO"}, "Client.InvalidClientIdentifier"),
+    ({"X-Road-Client": "JP-DEV/GOV/TOYONO/NOBODY"}, "Client.UnknownMember"),
+    ({"X-Road-Client": "JP-DEV/COM/OTTA/TAGS"}, "Client.UnknownMember"),
+])
+def test_client_header_problems(exchange: Exchange, headers: dict[str, str],
+                                code: str) -> None:
+    answer = exchange.call("GET", exchange.rest_target(ECHO), headers=headers, client=None)
+    assert answer.header("X-Road-Error") == code, answer.body
+    assert json.loads(answer.body)["type"] == code
+
+
+def test_duplicate_client_header(exchange: Exchange) -> None:
+    answer = raw(exchange.consumer_port,
+                 head(exchange, exchange.rest_target(ECHO), f"X-Road-Client: {CLIENT}\r\n")
+                 + b"\r\n")
+    assert answer.code == "Client.DuplicateHeaderField"
+
+
+def test_bad_service_path(exchange: Exchange) -> None:
+    answer = exchange.call("GET", "/r1/JP-DEV/COM/OTTA/TAGS")
+    assert answer.header("X-Road-Error") == "Client.InvalidServiceIdentifier"
+    answer = exchange.call("GET", "/r1/JP-DEV/COM/NOBODY/X/svc")
+    assert answer.header("X-Road-Error") == "Client.UnknownMember"
+
+
+def test_method_not_allowed(exchange: Exchange) -> None:
+    answer = exchange.call("TRACE", exchange.rest_target(ECHO))
+    assert answer.header("X-Road-Error") == "Client.InvalidRequest"
+
+
+def soap_post(exchange: Exchange, body: bytes, content_type: str = "text/xml") -> Raw:
+    return raw(exchange.consumer_port,
+               f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+
+
+def valid_envelope(body_xml: str = "<e xmlns=\"urn:test\"/>", message_id: str = "s1") -> bytes:
+    return render_envelope(SoapHeader(CLIENT, SOAP_ECHO, message_id, "4.0"), body_xml)
+
+
+def test_soap_doctype_and_entity_bombs_are_refused(exchange: Exchange) -> None:
+    bomb = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+            b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>'
+            b'<lolz>&lol2;</lolz>')
+    for document in (bomb, b'<?xml version="1.0"?><!DOCTYPE x SYSTEM "http://evil/x"><x/>'):
+        answer = soap_post(exchange, document)
+        assert answer.status == 500  # SOAP faults are HTTP 500
+        assert answer.code == "Client.InvalidXml"
+        assert b"<faultcode>Client.InvalidXml</faultcode>" in answer.body
+
+
+def test_soap_depth_and_size_limits(exchange: Exchange) -> None:
+    deep = "<a>" * 40 + "</a>" * 40
+    assert soap_post(exchange, valid_envelope(deep)).code == "Client.InvalidXml"
+    wide = "<w>" + "<i/>" * 600 + "</w>"
+    assert soap_post(exchange, valid_envelope(wide)).code == "Client.InvalidXml"
+
+
+@pytest.mark.parametrize("document,content_type,code", [
+    (b"<not-closed>", "text/xml", "Client.InvalidXml"),
+    (f"<x xmlns=\"{SOAP_ENV}\"/>".encode(), "text/xml", "Client.InvalidSoap"),
+    (f"<s:Envelope xmlns:s=\"{SOAP_ENV}\"><s:Body><a/></s:Body></s:Envelope>".encode(),
+     "text/xml", "Client.MissingHeaderField"),
+    (b"{}", "application/json", "Client.InvalidContentType"),
+])
+def test_soap_structure_errors(exchange: Exchange, document: bytes, content_type: str,
+                               code: str) -> None:
+    answer = soap_post(exchange, document, content_type)
+    assert answer.code == code, answer.body
+
+
+def test_soap_protocol_version(exchange: Exchange) -> None:
+    document = valid_envelope().replace(b">4.0<", b">3.1<")
+    assert soap_post(exchange, document).code == "Client.InvalidProtocolVersion"
+
+
+def test_soap_duplicate_header_element(exchange: Exchange) -> None:
+    document = valid_envelope().replace(b"<xrd:id>s1</xrd:id>",
+                                        b"<xrd:id>s1</xrd:id><xrd:id>s2</xrd:id>")
+    assert soap_post(exchange, document).code == "Client.DuplicateHeaderField"
+
+
+def test_soap_bad_object_type(exchange: Exchange) -> None:
+    document = valid_envelope().replace(b'id:objectType="SUBSYSTEM"', b'id:objectType="X"')
+    assert soap_post(exchange, document).code == "Client.InvalidSoap"
