@@ -125,3 +125,135 @@ def archive(config_path: Path, before: str, out_dir: Path, as_json: bool) -> Non
     else:
         click.echo(f"archived records {result.first_seq}..{result.last_seq} "
                    f"({result.records}) to {result.path}")
+
+
+def _body_key(config: Any) -> bytes | None:
+    from secserver.audit.body import parse_body_key
+    from secserver.config import read_secret
+
+    raw = read_secret(config.log.body_key_file, "[log] body_key_file")
+    return None if raw is None else parse_body_key(raw)
+
+
+@audit.command("show")
+@config_option
+@click.option("--id", "message_id", required=True, help="The message id (X-Road-Id).")
+@json_option
+@handle_errors
+def show(config_path: Path, message_id: str, as_json: bool) -> None:
+    """Show the log records of one exchange (request and response)."""
+    from secserver.audit.bundle import anchor_record, message_records, plain_body
+    from secserver.audit.errors import AuditError
+    from secserver.audit.records import parse_fields
+    from secserver.audit.store import archives
+    from secserver.db.engine import make_engine
+
+    config = load_or_fail(config_path)
+    node = config.node.server_id
+    key = _body_key(config)
+    engine = make_engine(config.database_url)
+    try:
+        with engine.connect() as conn:
+            archived = archives(conn, node)
+            records = message_records(conn, node, message_id, archived)
+            if not records:
+                raise AuditError(f"no log record of message {message_id!r} on node {node}")
+            out: list[dict[str, Any]] = []
+            for record in records:
+                anchored = anchor_record(conn, node, record, archived)
+                body_note: str | None = None
+                try:
+                    body = plain_body(record, node, key)
+                except AuditError as exc:
+                    body, body_note = None, exc.message
+                out.append({
+                    "seq": record.seq, "hash": record.hash.hex(),
+                    "fields": parse_fields(record.content),
+                    "checkpoint": anchored.checkpoint.seq if anchored.checkpoint else None,
+                    "timestamped": anchored.token is not None,
+                    "body": None if body is None else body.decode("utf-8", "replace"),
+                    "body_note": body_note,
+                })
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json({"message_id": message_id, "node": node, "records": out})
+        return
+    for item in out:
+        fields = item["fields"]
+        click.echo(f"record {item['seq']} ({fields['direction']}, {fields['side']} side)"
+                   f"  checkpoint: {item['checkpoint'] or 'not yet'}"
+                   f"{', timestamped' if item['timestamped'] else ''}")
+        for name, value in fields.items():
+            if name not in ("record", "node", "kind"):
+                click.echo(f"  {name}: {value}")
+        if item["body"] is not None:
+            click.echo(f"  body: {item['body']}")
+        elif item["body_note"]:
+            click.echo(f"  body: ({item['body_note']})")
+
+
+@audit.command("export")
+@config_option
+@click.option("--id", "message_id", required=True, help="The message id (X-Road-Id).")
+@click.option("--out", "out_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="Bundle file (.zip).")
+@handle_errors
+def export(config_path: Path, message_id: str, out_path: Path) -> None:
+    """Write the evidence bundle of one exchange (records, signatures, audit paths,
+    checkpoint, timestamp, certificates) for offline checking."""
+    from secserver.audit.bundle import (
+        anchor_record,
+        build_bundle,
+        choose_records,
+        message_records,
+    )
+    from secserver.audit.errors import AuditError
+    from secserver.audit.store import archives
+    from secserver.db.engine import make_engine
+
+    config = load_or_fail(config_path)
+    node = config.node.server_id
+    if not config.trust.ca_files:
+        raise AuditError("no CA certificate to include: set [trust] ca_files")
+    ca_pem = b"".join(path.read_bytes() for path in config.trust.ca_files)
+    engine = make_engine(config.database_url)
+    try:
+        with engine.connect() as conn:
+            archived = archives(conn, node)
+            records = message_records(conn, node, message_id, archived)
+            if not records:
+                raise AuditError(f"no log record of message {message_id!r} on node {node}")
+            items = [anchor_record(conn, node, r, archived) for r in choose_records(records)]
+    finally:
+        engine.dispose()
+    data = build_bundle(node, message_id, items, ca_pem=ca_pem, body_key=_body_key(config),
+                        created_at=datetime.now(UTC))
+    out_path.write_bytes(data)
+    click.echo(f"wrote {out_path} ({len(data)} bytes, records "
+               f"{', '.join(str(i.record.seq) for i in items)})")
+
+
+@audit.command("verify-bundle")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--ca", "ca_files", required=True, multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Trusted CA certificate (PEM); not the copy inside the bundle.")
+@json_option
+@handle_errors
+def verify_bundle_command(bundle: Path, ca_files: tuple[Path, ...], as_json: bool) -> None:
+    """Verify an evidence bundle offline, with nothing but the bundle and a trusted CA."""
+    from secserver.audit.bundle import verify_bundle
+    from secserver.signing.trust import TrustStore
+
+    report = verify_bundle(bundle.read_bytes(), TrustStore.from_files(ca_files))
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        for check in report.checks:
+            click.echo(f"ok: {check}")
+        for problem in report.problems:
+            click.echo(f"PROBLEM: {problem}")
+        click.echo(f"bundle of message {report.message_id} from {report.node}: "
+                   + ("verified" if report.ok else "NOT verified"))
+    sys.exit(0 if report.ok else 1)

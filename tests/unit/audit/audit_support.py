@@ -97,7 +97,7 @@ def sample_message(signers: MemberSigners, number: int, direction: str = "reques
 
 
 async def write_sample_log(config: NodeConfig, pki: Path, exchanges: int = 10,
-                           **writer_options: Any) -> None:
+                           policy: str = "store", **writer_options: Any) -> None:
     """Start a writer, log ``exchanges`` request/response pairs concurrently, stop."""
     import asyncio
 
@@ -108,7 +108,8 @@ async def write_sample_log(config: NodeConfig, pki: Path, exchanges: int = 10,
     await writer.start()
     try:
         for number in range(exchanges):
-            await asyncio.gather(writer.append(sample_message(signers, number, "request")),
-                                 writer.append(sample_message(signers, number, "response")))
+            await asyncio.gather(
+                writer.append(sample_message(signers, number, "request", policy=policy)),
+                writer.append(sample_message(signers, number, "response", policy=policy)))
     finally:
         await writer.stop()
