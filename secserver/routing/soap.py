@@ -223,7 +223,11 @@ def check_response(data: bytes, request: ExchangeRequest, limits: XmlLimits) -> 
         raise InvalidSoap("the response has no SOAP Body")
     if body.find(f"{{{SOAP_ENV}}}Fault") is not None:
         return True
-    header = read_header(envelope)
+    try:
+        header = read_header(envelope)
+    except MissingHeaderField as exc:
+        raise InconsistentHeader("the response does not echo the request's X-Road header "
+                                 f"({exc.message})") from exc
     if (header.client, header.service, header.message_id) != (
             request.client, request.service, request.message_id):
         raise InconsistentHeader("the response's X-Road header does not echo the request's "
