@@ -138,8 +138,9 @@ class Exchange:
         self.group.wait_http(child, HOST, node.admin_port, "/healthz", START_TIMEOUT)
         return child
 
-    def stop_node(self, child: Child) -> int:
-        return self.group.stop(child)
+    def stop_node(self, child: Child | None) -> int | None:
+        """Stop a node gracefully (SIGTERM); its exit code (None when not running)."""
+        return self.group.stop(child) if child is not None else None
 
     def restart_provider(self) -> None:
         if self.provider is not None:
