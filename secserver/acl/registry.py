@@ -96,14 +96,17 @@ def _event(session: Session, actor: str, now: datetime, action: str, obj: str,
            before: Any, after: Any) -> None:
     if not actor:
         raise RegistryError("the actor of a change must not be empty")
+    # Bump the version first: its row lock (held until commit) serialises changes, so
+    # admin_events ids are allocated in commit order and a reader that follows
+    # "id > last seen" never skips an event that commits later with a smaller id.
+    session.execute(update(m.RegistryVersion).where(m.RegistryVersion.id == 1)
+                    .values(version=m.RegistryVersion.version + 1, changed_at=now))
     session.add(m.AdminEvent(
         at=now, actor=actor, action=action, object=obj,
         before=None if before is None else json.dumps(before, sort_keys=True,
                                                       ensure_ascii=False),
         after=None if after is None else json.dumps(after, sort_keys=True, ensure_ascii=False),
     ))
-    session.execute(update(m.RegistryVersion).where(m.RegistryVersion.id == 1)
-                    .values(version=m.RegistryVersion.version + 1, changed_at=now))
     session.flush()
 
 
@@ -798,9 +801,11 @@ def _rights_json(session: Session, rows: Sequence[m.Right]) -> list[Json]:
     return [_right_json(r, subjects, services, endpoints) for r in rows]
 
 
-def _find_right(session: Session, subject: str, service: ServiceId, method: str | None,
-                path: str | None) -> tuple[str, int, m.Service, m.Endpoint | None,
-                                           m.Right | None]:
+def _find_rights(session: Session, subject: str, service: ServiceId, method: str | None,
+                 path: str | None) -> tuple[str, int, m.Service, m.Endpoint | None,
+                                            list[m.Right]]:
+    """The subject's rights with exactly this object (normally zero or one; two concurrent
+    grants can race past the idempotency check, and revoke must remove both)."""
     kind, row_id, clause = _subject_filter(session, subject)
     service_row = _require_service(session, service)
     endpoint = None
@@ -810,19 +815,19 @@ def _find_right(session: Session, subject: str, service: ServiceId, method: str 
         endpoint = _require_endpoint(session, service_row, service, method, path)
     endpoint_clause = (m.Right.endpoint_id.is_(None) if endpoint is None
                        else m.Right.endpoint_id == endpoint.id)
-    existing = session.execute(select(m.Right).where(
+    matching = list(session.execute(select(m.Right).where(
         clause, m.Right.service_id == service_row.id, endpoint_clause)
-        .order_by(m.Right.id)).scalars().first()
-    return kind, row_id, service_row, endpoint, existing
+        .order_by(m.Right.id)).scalars())
+    return kind, row_id, service_row, endpoint, matching
 
 
 def _grant(session: Session, actor: str, now: datetime, subject: str, service: ServiceId,
            method: str | None, path: str | None, granted: tuple[datetime, str] | None = None,
            ) -> tuple[Json, bool]:
-    kind, row_id, service_row, endpoint, existing = _find_right(session, subject, service,
-                                                                method, path)
-    if existing is not None:
-        return _rights_json(session, [existing])[0], False
+    kind, row_id, service_row, endpoint, existing = _find_rights(session, subject, service,
+                                                                 method, path)
+    if existing:
+        return _rights_json(session, existing[:1])[0], False
     row = m.Right(subject_kind=kind, service_id=service_row.id,
                   endpoint_id=None if endpoint is None else endpoint.id,
                   granted_at=granted[0] if granted else now,
@@ -855,17 +860,18 @@ def revoke(session: Session, actor: str, subject: str, service: ServiceId | str,
     """Revoke a right granted with the same arguments."""
     service_id = _parse_service(service)
     with _transaction(session):
-        _kind, _row_id, _service_row, endpoint, existing = _find_right(
+        _kind, _row_id, _service_row, endpoint, existing = _find_rights(
             session, subject, service_id, method, path)
-        if existing is None:
+        if not existing:
             held = [f"{r['service']}" + (f" {r['method']} {r['path']}" if r["method"] else "")
                     for r in list_rights(session, subject=subject, service=service_id)]
             what = "the whole service" if endpoint is None else \
                 f"endpoint {endpoint.method} {endpoint.path}"
             raise _unknown(f"{subject} holds no right on {what} of {service_id}; "
                            f"{_choices(held, 'rights of this subject on the service')}")
-        before = _rights_json(session, [existing])[0]
-        session.delete(existing)
+        before = _rights_json(session, existing[:1])[0]
+        for row in existing:
+            session.delete(row)
         session.flush()
         target = str(service_id) if endpoint is None else \
             f"{service_id} {endpoint.method} {endpoint.path}"

@@ -130,12 +130,10 @@ class RightEntry:
 
     @property
     def subject_key(self) -> SubjectKey:
+        """The index key: ``(kind, *id parts)``, or ``("group", code)``."""
         if self.subject_kind == "group":
             return group_subject(self.subject)
-        client = ClientId.parse(self.subject)
-        if self.subject_kind == "member":
-            return member_subject(client)
-        return subsystem_subject(client)
+        return (self.subject_kind, *self.subject.split("/"))
 
     def describe(self) -> str:
         target = "the whole service" if self.endpoint is None else f"endpoint {self.endpoint}"

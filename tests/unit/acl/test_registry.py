@@ -277,3 +277,31 @@ def test_import_is_atomic_and_names_the_bad_item(session: Session) -> None:
         r.import_registry(session, "importer", conflicting)
     with pytest.raises(r.RegistryError, match="document format"):
         r.import_registry(session, "importer", {"format": "other"})
+
+
+def test_revoke_removes_duplicates_left_by_racing_grants(session: Session) -> None:
+    populate(session)
+    right, _ = r.grant(session, "a", CONSUMER, SERVICE, now=T0)
+    original = session.get(m.Right, right["id"])
+    assert original is not None
+    # What two concurrent grants can leave behind (the idempotency check is not atomic).
+    session.add(m.Right(subject_kind="subsystem",
+                        subject_subsystem_id=original.subject_subsystem_id,
+                        service_id=original.service_id, granted_at=T0, granted_by="racer"))
+    session.commit()
+    r.revoke(session, "a", CONSUMER, SERVICE)
+    assert r.list_rights(session, subject=CONSUMER) == []
+    snapshot = load_snapshot(session)
+    assert not decide(snapshot, ClientId.parse(CONSUMER), ServiceId.parse(SERVICE), "GET",
+                      "/", None, T0).allowed
+
+
+def test_events_and_versions_move_together(session: Session) -> None:
+    populate(session)
+    r.grant(session, "a", CONSUMER, SERVICE)
+    r.revoke(session, "a", CONSUMER, SERVICE)
+    recorded = events(session)
+    assert r.registry_version(session) == len(recorded) == 8
+    listed = r.list_admin_events(session, after_id=recorded[5].id)
+    assert [e["action"] for e in listed] == ["right.grant", "right.revoke"]
+    assert listed[1]["before"]["subject"] == CONSUMER and listed[1]["after"] is None
