@@ -3,14 +3,16 @@
 It answers ``POST`` requests of type ``application/timestamp-query`` with
 ``application/timestamp-reply``, signing with ``DIR/tsa/tsa.key`` (certificate
 ``DIR/tsa/tsa.crt`` from ``secserver pki init-dev``). Serial numbers are reserved in blocks
-in ``DIR/tsa/serial`` (written and fsynced before any serial of a block is used), so
-they grow strictly and never repeat across restarts; a restart skips the unused rest of
-a block. For development and tests only: no HSM, no clock audit.
+in ``DIR/tsa/serial`` (under a file lock, written and fsynced before any serial of a block
+is used), so they never repeat across restarts or between TSA processes sharing the
+directory; a restart skips the unused rest of a block. For development and tests only:
+no HSM, no clock audit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import os
 import signal
@@ -49,44 +51,60 @@ BAD_ALG, BAD_REQUEST, BAD_DATA_FORMAT, UNACCEPTED_POLICY, UNACCEPTED_EXTENSION =
 
 
 class SerialStore:
-    """Strictly increasing serial numbers that survive restarts (block reservation)."""
+    """Serial numbers that never repeat, across restarts and concurrent processes.
+
+    The file holds the highest serial reserved so far. A process reserves a block under an
+    exclusive lock (``<file>.lock``), reading the file afresh, and fsyncs the new end before
+    using any serial of it; serials grow strictly within a process.
+    """
 
     def __init__(self, path: Path, block: int = SERIAL_BLOCK) -> None:
         self.path = path
         self.block = block
         self._lock = threading.Lock()
-        try:
-            text = path.read_text(encoding="ascii").strip()
-            reserved = int(text) if text else 0
-        except FileNotFoundError:
-            reserved = 0
-        except (OSError, ValueError) as exc:
-            raise KeyUnavailable(f"TSA serial file {path} is unreadable: {exc}; it must hold "
-                                 "one integer (never reset it: serials must not repeat)") from exc
-        self._next = reserved + 1
-        self._limit = reserved
+        self._read()  # fail at start, not at the first request
+        self._next = 1
+        self._limit = 0
 
-    def _reserve(self, limit: int) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    def _read(self) -> int:
         try:
-            os.write(fd, f"{limit}\n".encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            text = self.path.read_text(encoding="ascii").strip()
+            return int(text) if text else 0
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as exc:
+            raise KeyUnavailable(f"TSA serial file {self.path} is unreadable: {exc}; it must "
+                                 "hold one integer (never reset it: serials must not "
+                                 "repeat)") from exc
+
+    def _reserve(self) -> tuple[int, int]:
+        lock_fd = os.open(self.path.with_name(self.path.name + ".lock"),
+                          os.O_WRONLY | os.O_CREAT, 0o600)
         try:
-            os.fsync(dir_fd)
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            reserved = self._read()
+            limit = reserved + self.block
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, f"{limit}\n".encode("ascii"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            return reserved + 1, limit
         finally:
-            os.close(dir_fd)
+            os.close(lock_fd)  # releases the lock
 
     def next(self) -> int:
         with self._lock:
             if self._next > self._limit:
-                limit = self._next + self.block - 1
-                self._reserve(limit)
-                self._limit = limit
+                self._next, self._limit = self._reserve()
             serial = self._next
             self._next += 1
             return serial

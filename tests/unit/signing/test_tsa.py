@@ -35,3 +35,10 @@ def test_corrupt_serial_file(tmp_path: Path) -> None:
     path.write_text("not a number")
     with pytest.raises(KeyUnavailable, match="never reset"):
         SerialStore(path)
+
+
+def test_concurrent_stores_share_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "serial"
+    first, second = SerialStore(path, block=3), SerialStore(path, block=3)
+    seen = [store.next() for _ in range(10) for store in (first, second)]
+    assert len(set(seen)) == len(seen)
