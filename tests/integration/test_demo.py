@@ -1,0 +1,108 @@
+"""``secserver demo`` as a user runs it: a real subprocess, real nodes, a real transcript."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+STEP_LINES = (
+    "[1] ok   allowed REST call",
+    "[2] ok   allowed SOAP call",
+    "[3] ok   call without a right",
+    "[4] ok   personal data without consent",
+    "[5] ok   same call after consent",
+)
+
+
+def secserver(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "secserver", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    root = tmp_path_factory.mktemp("demo")
+    directory = root / "demo"
+    result = secserver("demo", "--dir", str(directory), cwd=root)
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return directory, result.stdout, result.stderr
+
+
+def test_every_step_behaves_as_expected(demo_run: tuple[Path, str, str]) -> None:
+    _, stdout, _ = demo_run
+    for line in STEP_LINES:
+        assert line in stdout, stdout
+    assert "FAIL" not in stdout
+    assert re.search(r"^demo passed: (\d) of \1 steps behaved as expected", stdout, re.M), stdout
+
+
+def test_transcript_shows_what_was_asked_and_answered(demo_run: tuple[Path, str, str]) -> None:
+    _, stdout, _ = demo_run
+    assert "GET /residents/R-1001/locations" in stdout
+    assert "getResident(R-1001)" in stdout
+    assert "Yamada Hanako" in stdout
+    assert "refused as expected: 403 Server.ServerProxy.AccessDenied" in stdout
+    assert "consent recorded: consent 2 of R-1002" in stdout
+
+
+def test_transcript_never_shows_secrets(demo_run: tuple[Path, str, str]) -> None:
+    directory, stdout, stderr = demo_run
+    for key_file in (directory / "secrets").iterdir():
+        assert key_file.read_text().strip() not in stdout + stderr
+    assert "PRIVATE KEY" not in stdout + stderr
+
+
+@pytest.mark.parametrize("name", ["consumer.toml", "provider.toml"])
+def test_left_configurations_pass_config_check(demo_run: tuple[Path, str, str],
+                                               name: str, tmp_path: Path) -> None:
+    directory, _, _ = demo_run
+    result = secserver("config", "check", "--config", str(directory / name), cwd=tmp_path,
+                       timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ": ok (node JP-DEV/" in result.stdout
+
+
+def test_left_configuration_works_with_acl_commands(demo_run: tuple[Path, str, str],
+                                                    tmp_path: Path) -> None:
+    directory, _, _ = demo_run
+    result = secserver("acl", "check", "JP-DEV/GOV/TOYONO/ELDERCARE",
+                       "JP-DEV/COM/OTTA/TAGS/tag-locations", "--method", "GET",
+                       "--path", "/residents/R-1002/locations", "--subject", "R-1002",
+                       "--config", str(directory / "provider.toml"), cwd=tmp_path,
+                       timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "allow" in result.stdout.lower()
+
+
+def test_no_process_is_left_running(demo_run: tuple[Path, str, str]) -> None:
+    # Every child of the demo runs with the demo directory as its working directory.
+    directory, _, _ = demo_run
+    leftovers = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cwd = (proc / "cwd").resolve(strict=True)
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if cwd == directory.resolve() or str(directory) in args:
+            leftovers.append(f"{proc.name}: {args}")
+    assert leftovers == []
+
+
+def test_temporary_directory_is_removed(tmp_path: Path) -> None:
+    env_tmp = tmp_path / "tmp"
+    env_tmp.mkdir()
+    result = subprocess.run([sys.executable, "-m", "secserver", "demo"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=240, check=False,
+                            env={**os.environ, "TMPDIR": str(env_tmp)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert list(env_tmp.iterdir()) == []
