@@ -880,6 +880,16 @@ def revoke(session: Session, actor: str, subject: str, service: ServiceId | str,
         return before
 
 
+def show_right(session: Session, right_id: int) -> Json:
+    """One right by id."""
+    row = session.get(m.Right, right_id)
+    if row is None:
+        ids = [str(i) for i in session.execute(select(m.Right.id).order_by(m.Right.id)
+                                               .limit(20)).scalars()]
+        raise _unknown(f"right {right_id} does not exist; {_choices(ids, 'right ids')}")
+    return _rights_json(session, [row])[0]
+
+
 def list_rights(session: Session, *, subject: str | None = None,
                 service: ServiceId | str | None = None) -> list[Json]:
     """Rights, optionally only those held directly by ``subject`` and/or on ``service``."""

@@ -178,7 +178,7 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str
 
         table = Table(title=title.capitalize())
         for _, heading in columns:
-            table.add_column(heading)
+            table.add_column(heading, overflow="fold")
         for line in cells:
             table.add_row(*line)
         Console().print(table)
@@ -730,6 +730,32 @@ def rights_revoke(config_path: Path, actor: str | None, as_json: bool, subject: 
                   service: ServiceId, method: str | None, path: str | None) -> None:
     """Revoke a right granted with the same arguments."""
     _revoke(config_path, actor, as_json, subject, service, method, path)
+
+
+@rights.command("show")
+@config_option
+@json_flag
+@click.argument("right_id", type=int)
+@db_errors
+def rights_show(config_path: Path, as_json: bool, right_id: int) -> None:
+    """Show one right by its id (see 'acl rights list')."""
+    with open_registry(config_path) as (_config, session):
+        print_record(registry.show_right(session, right_id), as_json)
+
+
+@rights.command("remove")
+@config_option
+@actor_option
+@json_flag
+@click.argument("right_id", type=int)
+@db_errors
+def rights_remove(config_path: Path, actor: str | None, as_json: bool, right_id: int) -> None:
+    """Revoke one right by its id (same as 'acl revoke' with its subject and object)."""
+    with open_registry(config_path) as (_config, session):
+        shown = registry.show_right(session, right_id)
+        gone = registry.revoke(session, actor or default_actor(), shown["subject"],
+                               shown["service"], method=shown["method"], path=shown["path"])
+    done(f"revoked right {right_id}: {gone['subject']} -> {gone['service']}", gone, as_json)
 
 
 @rights.command("list")

@@ -100,6 +100,11 @@ def test_registry_and_decisions(node: Node) -> None:
     assert [e["action"] for e in events][-1] == "right.grant"
     assert {e["actor"] for e in events} == {"tester"}
 
+    assert node.json("acl", "rights", "show", "1")["path"] == "/people/*"
+    node.ok("acl", "rights", "remove", "1")
+    gone = node.run("acl", "check", CONSUMER, SERVICE, "--path", "/people/42")
+    assert gone.returncode == 1 and "has no access right" in gone.stdout
+
 
 def test_errors_and_exit_codes(node: Node) -> None:
     setup_registry(node)
