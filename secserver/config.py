@@ -108,7 +108,7 @@ class DirectorySection:
 @dataclass(frozen=True)
 class AclSection:
     subject_key_file: Path | None = None
-    refresh_interval: float = 1.0
+    refresh_interval: float = 0.5  # seconds between registry_version polls (one cheap SELECT)
 
 
 @dataclass(frozen=True)
