@@ -136,16 +136,21 @@ def urls(layout: Layout) -> list[str]:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C, so children are stopped on either."""
+def _signals_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM and SIGINT as Ctrl-C, so children are stopped on either.
+
+    SIGINT is set explicitly: a shell starting the demo in the background ignores it.
+    """
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {signum: signal.signal(signum, handler)
+                for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, action in previous.items():
+            signal.signal(signum, action)
 
 
 def _stop_quietly(group: ProcessGroup) -> None:
@@ -167,7 +172,7 @@ def run_demo(directory: Path | None, *, keep_running: bool, echo: Echo,
     root = Path(tempfile.mkdtemp(prefix="secserver-demo-")) if directory is None \
         else directory.resolve()
     try:
-        with _sigterm_as_interrupt():
+        with _signals_as_interrupt():
             return _run(root, keep_running, echo, echo_progress, wait_forever)
     finally:
         if temporary:
