@@ -328,6 +328,10 @@ def load_snapshot(connection: Connection | Session, *,
 class RegistryWatcher:
     """Keeps ``current`` up to date: polls ``registry_version`` every ``interval`` seconds.
 
+    A change is visible after at most ``interval`` plus the reload time (milliseconds for
+    a small registry, ~0.2 s for 10,000 rights; the reload runs in ``run_sync`` on the
+    event loop, and only when the version changed).
+
     ``await start()`` loads the first snapshot (errors propagate: a node must not start
     without its registry) and starts the named polling task; ``await stop()`` cancels it.
     A failed poll keeps the previous snapshot and is logged; the next poll retries.
@@ -335,7 +339,7 @@ class RegistryWatcher:
 
     TASK_NAME = "secserver-acl-registry-watcher"
 
-    def __init__(self, engine: AsyncEngine, interval: float = 1.0, *,
+    def __init__(self, engine: AsyncEngine, interval: float = 0.5, *,
                  subject_key: bytes | None = None) -> None:
         if interval <= 0:
             raise ValueError("interval must be greater than zero")
