@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import text
@@ -101,6 +102,10 @@ class Node:
     engine: AsyncEngine = field(init=False)
     runners: list[web.AppRunner] = field(default_factory=list)
     _closers: list[Any] = field(default_factory=list)
+    _in_flight: int = 0
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _writer: LogWriter | None = None
+    _registry: RegistryWatcher | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -175,8 +180,21 @@ class Node:
                  server=f"{config.server.host}:{config.server.port}",
                  admin=f"{config.admin.host}:{config.admin.port}")
 
+    @web.middleware
+    async def _count_in_flight(self, request: web.Request,
+                               handler: Handler) -> web.StreamResponse:
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await handler(request)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
     def _exchange_app(self, side: str, node: ExchangeNode, handler: Any) -> web.Application:
-        app = web.Application(middlewares=[error_middleware], client_max_size=1024)
+        app = web.Application(middlewares=[self._count_in_flight, error_middleware],
+                              client_max_size=1024)
         app[SIDE_KEY] = side
         app[NODE_KEY] = node
         app.router.add_route("*", "/{tail:.*}", handler)
@@ -213,6 +231,7 @@ class Node:
                     await connection.execute(text("SELECT 1"))
         except Exception as exc:
             database = {"status": "failing", "error": type(exc).__name__}
+        assert self._writer is not None and self._registry is not None
         log_state = self._writer.health()
         statuses = [database["status"], log_state.get("status", "failing")]
         status = ("failing" if "failing" in statuses
@@ -227,7 +246,14 @@ class Node:
 
     async def stop(self) -> None:
         """Stop listening, drain requests in flight, then flush the log, then close."""
-        log.info("node stopping: draining requests in flight")
+        log.info("node stopping: draining requests in flight", in_flight=self._in_flight)
+        for runner in self.runners:  # stop listening; connections in progress go on
+            for site in list(runner.sites):
+                with contextlib.suppress(Exception):
+                    await site.stop()
+        if self._in_flight:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), SHUTDOWN_TIMEOUT)
         for runner in self.runners:
             with contextlib.suppress(Exception):
                 await runner.cleanup()

@@ -41,7 +41,8 @@ def configure_logging(section: LoggingSection) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    for noisy in ("aiohttp.access", "alembic"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
