@@ -106,3 +106,25 @@ def test_temporary_directory_is_removed(tmp_path: Path) -> None:
                             env={**os.environ, "TMPDIR": str(env_tmp)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert list(env_tmp.iterdir()) == []
+
+
+def test_a_step_that_misbehaves_fails_the_demo(tmp_path: Path) -> None:
+    # Nodes that re-read their registry only every 60 s cannot apply the consent of
+    # step 5 in time: the demo must say so and exit 1 (it is not a demo that cannot fail).
+    result = subprocess.run(
+        [sys.executable, "-m", "secserver", "demo", "--dir", str(tmp_path / "demo")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False,
+        env={**os.environ, "SECSERVER_ACL_REFRESH_INTERVAL": "60"})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "[4] ok   personal data without consent" in result.stdout
+    assert "[5] FAIL same call after consent" in result.stdout
+    assert "demo FAILED: step(s) 5 did not behave as expected" in result.stdout
+    assert "consent missing" in result.stdout
+
+
+def test_a_directory_with_other_files_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("keep me")
+    result = secserver("demo", "--dir", str(tmp_path), cwd=tmp_path, timeout=60)
+    assert result.returncode == 1
+    assert "notes.txt" in result.stderr
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
