@@ -135,7 +135,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         request[CONTEXT] = {h.X_CLIENT: str(exchange.client),
                             h.X_SERVICE: str(exchange.service), h.X_ID: message_id}
         trace = Trace("consumer", message_id, str(exchange.client), str(exchange.service),
-                      exchange.method, exchange.target(), started)
+                      exchange.method, exchange.path_and_query, started)
         try:
             entry = node.registry().local_subsystem(exchange.client)
             authorise_caller(entry, str(exchange.client), peer_certificate_der(request),

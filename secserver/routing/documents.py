@@ -41,7 +41,7 @@ def request_document(exchange: ExchangeRequest, message_id: str, body: SpooledBo
         return SignedDocument(
             version=VERSION, message_id=message_id, direction="request",
             client=exchange.client, service=exchange.service, method=exchange.method,
-            path_and_query=exchange.target(), headers=exchange.headers, request_hash=None,
+            path_and_query=exchange.path_and_query, headers=exchange.headers, request_hash=None,
             status=None, body_digest=body.digest_b64, signing_time=now,
         ).to_bytes()
     except InvalidSignedDocument as exc:
@@ -93,7 +93,7 @@ def check_request(data: bytes, exchange: ExchangeRequest, body: SpooledBody,
         ("client", document.client, exchange.client),
         ("service", document.service, exchange.service),
         ("method", document.method, exchange.method),
-        ("path", document.path_and_query, exchange.target()),
+        ("path", document.path_and_query, exchange.path_and_query),
         ("headers", document.headers, headers),
         ("body-sha512", document.body_digest, body.digest_b64),
     ], InvalidMessage, "request")

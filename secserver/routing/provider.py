@@ -108,7 +108,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         request[CONTEXT] = {h.X_CLIENT: str(exchange.client),
                             h.X_SERVICE: str(exchange.service), h.X_ID: message_id}
         trace = Trace("provider", message_id, str(exchange.client), str(exchange.service),
-                      exchange.method, exchange.target(), started, str(peer.server_id))
+                      exchange.method, exchange.path_and_query, started, str(peer.server_id))
         try:
             return await _serve(request, node, peer, exchange, document, signature, body,
                                 trace, now)

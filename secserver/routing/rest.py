@@ -54,6 +54,12 @@ class ExchangeRequest:
         """The normalised path the access decision is made on."""
         return normalise_path(self.path) if self.path else "/"
 
+    @property
+    def path_and_query(self) -> str:
+        """What the signed document's ``path`` holds: the target after the service part,
+        as sent, with ``?query`` when there is one (empty for SOAP)."""
+        return f"{self.path}?{self.query}" if self.query else self.path
+
     def target(self) -> str:
         """The origin-form target between security servers (REST) or ``/`` (SOAP)."""
         if self.kind == "soap":
