@@ -171,12 +171,27 @@ def run_demo(directory: Path | None, *, keep_running: bool, echo: Echo,
     temporary = directory is None
     root = Path(tempfile.mkdtemp(prefix="secserver-demo-")) if directory is None \
         else directory.resolve()
+    ok = False
     try:
         with _signals_as_interrupt():
-            return _run(root, keep_running, echo, echo_progress, wait_forever)
+            result = _run(root, keep_running, echo, echo_progress, wait_forever)
+        ok = result.ok
+        return result
     finally:
         if temporary:
+            if not ok:  # the logs are about to go: show their ends
+                for log in sorted((root / "logs").glob("*.log")):
+                    echo_progress(f"last lines of {log.name}:\n{log_tail(log)}")
+                echo_progress("run `secserver demo --dir DIR` to keep every file and log")
             shutil.rmtree(root, ignore_errors=True)
+
+
+def log_tail(path: Path, lines: int = 8) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(f"    {line}" for line in text.splitlines()[-lines:])
 
 
 def _run(root: Path, keep_running: bool, echo: Echo, echo_progress: Echo,
