@@ -119,8 +119,7 @@ def start_exchange(procs: Processes, stack: contextlib.ExitStack, workdir: Path,
     _require("secserver.demo.layout", "the demo layout")
     from secserver.acl import registry
     from secserver.config import load_config
-    from secserver.demo.layout import OTTA, OTTA_TAGS, TOYONO, TOYONO_ELDERCARE, Ports, \
-        write_layout
+    from secserver.demo.layout import OTTA, OTTA_TAGS, TOYONO, TOYONO_ELDERCARE, Ports, write_layout
     from secserver.demo.registration import node_session
     from secserver.identifiers import ServiceId
 
