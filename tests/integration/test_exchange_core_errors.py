@@ -172,11 +172,30 @@ def test_logging_failure_fails_closed(exchange: Exchange) -> None:
     assert again.status == 200, again.body
 
 
-def test_timestamp_overdue_refuses_messages(tmp_path: Path) -> None:
+def test_provider_logging_failure_fails_closed(exchange: Exchange) -> None:
+    database = exchange.config(exchange.layout.otta).node.data_dir / "secserver.db"
+    connection = sqlite3.connect(database, timeout=30)
+    try:
+        connection.execute("ALTER TABLE log_records RENAME TO log_records_hidden")
+        connection.commit()
+        answer = exchange.call("POST", exchange.rest_target(ECHO), body=b"x")
+        assert answer.status == 500
+        assert answer.header("X-Road-Error") == "Server.ServerProxy.LoggingFailed"
+    finally:
+        connection.execute("ALTER TABLE log_records_hidden RENAME TO log_records")
+        connection.commit()
+        connection.close()
+    again = exchange.call("GET", exchange.rest_target(ECHO))
+    assert again.status == 200, again.body
+
+
+@pytest.mark.parametrize("side", ["ClientProxy", "ServerProxy"])
+def test_timestamp_overdue_refuses_messages(tmp_path: Path, side: str) -> None:
     env = {"SECSERVER_TSA_URL": f"http://127.0.0.1:{free_port()}/",
            "SECSERVER_TSA_GRACE_PERIOD": "0", "SECSERVER_TSA_TIMEOUT": "1",
            "SECSERVER_LOG_CHECKPOINT_INTERVAL": "0.2"}
-    with running_exchange(tmp_path, consumer_env=env) as exchange:
+    with running_exchange(tmp_path, consumer_env=env if side == "ClientProxy" else None,
+                          provider_env=env if side == "ServerProxy" else None) as exchange:
         codes = []
         for _ in range(100):
             answer = exchange.call("GET", exchange.rest_target(ECHO))
@@ -184,7 +203,7 @@ def test_timestamp_overdue_refuses_messages(tmp_path: Path) -> None:
             if codes[-1] is not None:
                 break
             time.sleep(0.1)
-        assert codes[-1] == "Server.ClientProxy.LogTimestampOverdue", codes
+        assert codes[-1] == f"Server.{side}.LogTimestampOverdue", codes
         assert answer.status == 503
 
 

@@ -20,6 +20,8 @@ from secserver.routing.body import SpooledBody
 from secserver.routing.directory import load_directory
 from secserver.routing.peer import PeerPool, PeerResponse, ResponseLimits
 from secserver.routing.rest import parse_rest_request
+from secserver.signing.keys import load_certificate, load_private_key
+from secserver.signing.pki import generate_key, issue_certificate, member_subject, plain_subject
 from secserver.signing.signer import Signer
 
 pytestmark = pytest.mark.integration
@@ -46,13 +48,13 @@ class Peer:
     """Plays TOYONO's security server, or a forger of it."""
 
     def __init__(self, exchange: Exchange, *, key_name: str = "tls",
-                 signer_member: str = "GOV.TOYONO") -> None:
+                 signer_member: str = "GOV.TOYONO", signer: Signer | None = None) -> None:
         pki = exchange.layout.pki
         self.exchange = exchange
         self.pool = PeerPool(tls_context(pki, "GOV.TOYONO.SS1", key_name=key_name))
-        self.signer = Signer.from_files(pki / "members" / signer_member / "sign.crt",
-                                        pki / "members" / signer_member / "sign.key",
-                                        batch="off")
+        self.signer = signer or Signer.from_files(
+            pki / "members" / signer_member / "sign.crt",
+            pki / "members" / signer_member / "sign.key", batch="off")
         directory = load_directory(exchange.layout.directory_file)
         self.server = next(s for s in directory.servers.values()
                            if s.server_id.owner.member_code == "OTTA")
@@ -240,5 +242,41 @@ async def test_header_added_after_signing_is_refused(exchange: Exchange) -> None
         response = await peer.pool.request(peer.server, "GET", target, headers, spooled,
                                            LIMITS, 30.0)
         assert code_of(response) == "Server.ServerProxy.InvalidMessage"
+    finally:
+        await peer.close()
+
+
+def forged_signer(exchange: Exchange, *, own_ca: bool, expired: bool) -> Signer:
+    """A signing key for TOYONO's member from a foreign CA, or an expired one of the CA."""
+    pki = exchange.layout.pki
+    now = datetime.now(UTC)
+    key = generate_key("ec-p256")
+    if own_ca:
+        issuer_key = generate_key("ec-p256")
+        issuer = issue_certificate(subject=plain_subject("JP-DEV", "rogue CA"),
+                                   public_key=issuer_key.public_key(), issuer_key=issuer_key,
+                                   issuer=None, profile="ca", not_before=now - timedelta(days=1),
+                                   not_after=now + timedelta(days=30))
+    else:
+        issuer_key = load_private_key(pki / "ca" / "ca.key")
+        issuer = load_certificate(pki / "ca" / "ca.crt")
+    start = now - timedelta(days=30)
+    end = now - timedelta(days=1) if expired else now + timedelta(days=30)
+    certificate = issue_certificate(
+        subject=member_subject(CLIENT.member), public_key=key.public_key(),
+        issuer_key=issuer_key, issuer=issuer, profile="sign", not_before=start, not_after=end)
+    return Signer(key, certificate, batch="off")
+
+
+@pytest.mark.parametrize("own_ca,expired,code", [
+    (True, False, "Server.ServerProxy.UntrustedCertificate"),
+    (False, True, "Server.ServerProxy.CertificateExpired"),
+])
+async def test_forged_signing_certificates_are_refused(exchange: Exchange, own_ca: bool,
+                                                       expired: bool, code: str) -> None:
+    peer = Peer(exchange, signer=forged_signer(exchange, own_ca=own_ca, expired=expired))
+    try:
+        response = await peer.send("GET", exchange.rest_target(ECHO))
+        assert code_of(response) == code, response.body.read_all()
     finally:
         await peer.close()
