@@ -8,6 +8,7 @@ to ``[trust] ca_files``) and RFC 3161 tokens, and verifies message signatures wi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import multiprocessing
 import os
@@ -87,11 +88,19 @@ def timestamp_check(trust: TrustStore) -> TimestampCheck:
     return check
 
 
+@functools.lru_cache(maxsize=4096)
+def _signer(direction: str, client: str, service: str) -> ClientId:
+    if direction == "request":
+        return ClientId.parse(client)
+    return ServiceId.parse(service).provider
+
+
 def expected_signer(job: SignatureJob) -> ClientId:
     """Requests are signed by the client's member, responses by the provider's."""
-    if job.direction == "request":
-        return ClientId.parse(job.client)
-    return ServiceId.parse(job.service).provider
+    return _signer(job.direction, job.client, job.service)
+
+
+_time = functools.lru_cache(maxsize=1024)(parse_time)
 
 
 def verify_signature_jobs(jobs: list[SignatureJob], trust: TrustStore
@@ -99,7 +108,7 @@ def verify_signature_jobs(jobs: list[SignatureJob], trust: TrustStore
     results: list[tuple[int, str | None]] = []
     for job in jobs:
         try:
-            verify_message(job.signed_document, job.signature, trust, parse_time(job.at),
+            verify_message(job.signed_document, job.signature, trust, _time(job.at),
                            expected_member=expected_signer(job))
             results.append((job.seq, None))
         except Exception as exc:
@@ -121,14 +130,15 @@ def _verify_in_worker(jobs: list[SignatureJob]) -> list[tuple[int, str | None]]:
 
 
 class SignaturePool:
-    """Message signatures verified in worker processes, in chunks, with bounded backlog."""
+    """Message signatures verified in worker processes, in chunks, with bounded backlog
+    (``workers=0``: in this process)."""
 
     def __init__(self, verifier: ChainVerifier, trust: TrustStore,
                  ca_files: tuple[Path, ...], workers: int | None = None) -> None:
         self._verifier = verifier
         self._trust = trust
         self._ca_files = tuple(str(p) for p in ca_files)
-        self._workers = workers or os.cpu_count() or 1
+        self._workers = (os.cpu_count() or 1) if workers is None else workers
         self._pool: ProcessPoolExecutor | None = None
         self._chunk: list[SignatureJob] = []
         self._futures: deque[Future[list[tuple[int, str | None]]]] = deque()
@@ -142,6 +152,9 @@ class SignaturePool:
     def _submit(self) -> None:
         chunk, self._chunk = self._chunk, []
         if not chunk:
+            return
+        if self._workers == 0:  # inline: this process is itself one of several workers
+            self._collect(verify_signature_jobs(chunk, self._trust))
             return
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
@@ -162,7 +175,8 @@ class SignaturePool:
 
     def finish(self) -> None:
         try:
-            if self._pool is None and len(self._chunk) < INLINE_SIGNATURES:
+            if self._workers == 0 or (self._pool is None
+                                      and len(self._chunk) < INLINE_SIGNATURES):
                 self._collect(verify_signature_jobs(self._chunk, self._trust))
                 self._chunk = []
             else:
@@ -239,11 +253,14 @@ def _archive_records(entries: list[ArchiveEntry], plan: LogRange, tokens: dict[i
             yield record
 
 
-def verify_node_log(config: NodeConfig, *, from_seq: int | None = None,
-                    to_seq: int | None = None, signatures: bool = True,
-                    progress: Callable[[int, int], None] | None = None,
-                    workers: int | None = None) -> VerifyReport:
-    """Verify the node's log (archives and database as one chain)."""
+PARALLEL_MIN_RECORDS = 50_000  # smaller logs are verified in one process
+
+
+def verify_range(config: NodeConfig, *, from_seq: int | None = None,
+                 to_seq: int | None = None, signatures: bool = True,
+                 progress: Callable[[int, int], None] | None = None,
+                 signature_workers: int | None = None) -> VerifyReport:
+    """Verify one range in this process (``signature_workers=0``: signatures inline)."""
     node = config.node.server_id
     trust = trust_store(config)
     engine = make_engine(config.database_url)
@@ -252,10 +269,7 @@ def verify_node_log(config: NodeConfig, *, from_seq: int | None = None,
             archived = archives(conn, node)
             plan = plan_range(conn, node, archived, from_seq, to_seq)
             tokens = timestamps(conn, node, plan.start, plan.end)
-            head = conn.execute(select(log_records.c.seq).where(log_records.c.node_id == node)
-                                .order_by(log_records.c.seq.desc()).limit(1)).scalar()
-            last = plan.end or int(head or (archived[-1].last_seq if archived else 0))
-            total = max(0, last - plan.start + 1)
+            total = max(0, _last_seq(conn, node, archived, plan) - plan.start + 1)
             anchor = read_anchor(anchor_path(config.node.data_dir, node)) \
                 if plan.end is None else None
             verifier = ChainVerifier(
@@ -264,9 +278,10 @@ def verify_node_log(config: NodeConfig, *, from_seq: int | None = None,
                 check_signature=checkpoint_signature_check(trust, node),
                 check_timestamp=timestamp_check(trust) if config.tsa.url else None,
                 timestamps=tokens,
-                anchor_seq=anchor.seq if anchor else 0, anchor_hash=anchor.hash if anchor else b"")
-            pool = SignaturePool(verifier, trust, config.trust.ca_files, workers) \
-                if signatures else None
+                anchor_seq=anchor.seq if anchor else 0,
+                anchor_hash=anchor.hash if anchor else b"")
+            pool = SignaturePool(verifier, trust, config.trust.ca_files,
+                                 signature_workers) if signatures else None
             verifier.signature_sink = pool
             db_start = max(plan.start, archived[-1].last_seq + 1 if archived else 1)
             done = 0
@@ -286,3 +301,109 @@ def verify_node_log(config: NodeConfig, *, from_seq: int | None = None,
             return verifier.finish()
     finally:
         engine.dispose()
+
+
+def _last_seq(conn: Connection, node: str, archived: list[ArchiveEntry],
+              plan: LogRange) -> int:
+    if plan.end is not None:
+        return plan.end
+    head = conn.execute(select(log_records.c.seq).where(log_records.c.node_id == node)
+                        .order_by(log_records.c.seq.desc()).limit(1)).scalar()
+    return int(head or (archived[-1].last_seq if archived else 0))
+
+
+def split_ranges(start: int, end: int, boundaries: list[int], parts: int
+                 ) -> list[tuple[int, int | None]]:
+    """Cut ``start..end`` into about ``parts`` ranges that end on checkpoints. Pure."""
+    size = (end - start + 1) / parts
+    cuts: list[int] = []
+    for i in range(1, parts):
+        target = start + int(i * size)
+        candidates = [b for b in boundaries if b >= target and (not cuts or b > cuts[-1])
+                      and b < end]
+        if candidates:
+            cuts.append(candidates[0])
+    ranges: list[tuple[int, int | None]] = []
+    first = start
+    for cut in cuts:
+        ranges.append((first, cut))
+        first = cut + 1
+    ranges.append((first, None))
+    return ranges
+
+
+def _verify_range_in_worker(config_path: str, from_seq: int, to_seq: int | None,
+                            signatures: bool) -> VerifyReport:
+    from secserver.config import load_config
+
+    return verify_range(load_config(config_path), from_seq=from_seq, to_seq=to_seq,
+                        signatures=signatures, signature_workers=0)
+
+
+def merge_reports(reports: list[VerifyReport]) -> VerifyReport:
+    """Reports of consecutive ranges as one. Pure."""
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    for i, report in enumerate(reports):
+        problems.extend(report.problems)
+        later_stamped = any(r.timestamps for r in reports[i + 1:])
+        for warning in report.warnings:
+            if warning.code == "untimestamped" and later_stamped:
+                problems.append(Problem("timestamp", warning.seq, warning.last_seq,
+                                        f"checkpoints {warning.seq}..{warning.last_seq}: "
+                                        "timestamp missing (later checkpoints have one)"))
+            elif i == len(reports) - 1 or warning.code != "unanchored":
+                warnings.append(warning)
+    firsts = [r.first_seq for r in reports if r.first_seq is not None]
+    lasts = [r.last_seq for r in reports if r.last_seq is not None]
+    return VerifyReport(
+        reports[0].node, min(firsts) if firsts else None, max(lasts) if lasts else None,
+        sum(r.records for r in reports), sum(r.messages for r in reports),
+        sum(r.checkpoints for r in reports), sum(r.timestamps for r in reports),
+        sum(r.message_signatures for r in reports), tuple(problems), tuple(warnings))
+
+
+def verify_node_log(config: NodeConfig, *, from_seq: int | None = None,
+                    to_seq: int | None = None, signatures: bool = True,
+                    progress: Callable[[int, int], None] | None = None,
+                    workers: int | None = None) -> VerifyReport:
+    """Verify the node's log (archives and database as one chain).
+
+    Large logs are cut at checkpoints into one range per core, each verified (chain,
+    checkpoints, message signatures) in its own process; smaller ones in this process,
+    with message signatures in a process pool.
+    """
+    workers = workers or os.cpu_count() or 1
+    node = config.node.server_id
+    engine = make_engine(config.database_url)
+    try:
+        with engine.connect() as conn:
+            archived = archives(conn, node)
+            plan = plan_range(conn, node, archived, from_seq, to_seq)
+            last = _last_seq(conn, node, archived, plan)
+            boundaries = sorted({a.last_seq for a in archived}
+                                | set(checkpoint_bounds(conn, node)))
+    finally:
+        engine.dispose()
+    total = last - plan.start + 1
+    if workers < 2 or total < PARALLEL_MIN_RECORDS:
+        return verify_range(config, from_seq=from_seq, to_seq=to_seq, signatures=signatures,
+                            progress=progress, signature_workers=workers)
+    ranges = split_ranges(plan.start, last, boundaries, workers)
+    if plan.end is not None:
+        ranges[-1] = (ranges[-1][0], plan.end)
+    if len(ranges) < 2:
+        return verify_range(config, from_seq=from_seq, to_seq=to_seq, signatures=signatures,
+                            progress=progress, signature_workers=workers)
+    done = 0
+    with ProcessPoolExecutor(len(ranges), mp_context=multiprocessing.get_context("spawn")
+                             ) as pool:
+        futures = [pool.submit(_verify_range_in_worker, str(config.path), a, b, signatures)
+                   for a, b in ranges]
+        reports = []
+        for (a, b), future in zip(ranges, futures, strict=True):
+            reports.append(future.result())
+            done += ((b if b is not None else last) - a + 1)
+            if progress is not None:
+                progress(done, total)
+    return merge_reports(reports)

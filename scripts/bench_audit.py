@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Benchmark `secserver audit verify`: records per second, and signatures per second
+against the raw `cryptography` ECDSA verify on every core, measured in the same run.
+
+Builds a real log in a temporary SQLite database (canonical records, hash chain, a
+checkpoint signed with the node's log key every 1000 records; messages carry a CMS
+signature by the member key, 1 KiB-class records), then measures:
+
+1. core: the pure verifier (chain, evidence digests, Merkle roots, checkpoint signatures)
+   over records already in memory, one process;
+2. verify --no-signatures: the whole command path (database reads included, one range
+   per core);
+3. raw ECDSA P-256 verify with `cryptography` in one process per core;
+4. verify with message signatures (database, one range per core), as a ratio of 3.
+
+    python scripts/bench_audit.py [--records 200000] [--signed 20000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from secserver.audit.chain import GENESIS, chain_hash
+from secserver.audit.checks import checkpoint_signature_check, verify_node_log
+from secserver.audit.records import (
+    CheckpointRecord,
+    Evidence,
+    MessageRecord,
+    SystemRecord,
+    canonical_bytes,
+    format_time,
+)
+from secserver.audit.store import StoredRecord, log_records
+from secserver.audit.verify import ChainVerifier
+from secserver.config import load_config
+from secserver.db import migrate
+from secserver.db.engine import make_engine
+from secserver.signing.cms import CmsSigner
+from secserver.signing.keys import load_certificate, load_private_key
+from secserver.signing.merkle import merkle_root
+from secserver.signing.pki import init_dev_pki
+from secserver.signing.trust import TrustStore
+
+NODE = "JP-DEV/GOV/TOYONO/SS1"
+CLIENT = "JP-DEV/GOV/TOYONO/ELDERCARE"
+SERVICE = "JP-DEV/COM/OTTA/TAGS/locations/v1"
+BATCH = 1000
+
+
+def generate(pki: Path, records: int, signed: int) -> Iterator[dict[str, Any]]:
+    """Rows of a valid log: messages (the first ``signed`` with real signatures, the rest
+    reusing one), a system record first, a checkpoint after every BATCH records."""
+    log_key = load_private_key(pki / "servers/GOV.TOYONO.SS1/log.key")
+    log_signer = CmsSigner(log_key, load_certificate(pki / "servers/GOV.TOYONO.SS1/log.crt"))
+    member = CmsSigner(load_private_key(pki / "members/GOV.TOYONO/sign.key"),
+                       load_certificate(pki / "members/GOV.TOYONO/sign.crt"))
+    now = datetime.now(UTC)
+    at = format_time(now)
+    prev, last_cp, seq, messages = GENESIS, 0, 0, 0
+    batch: list[bytes] = []
+    shared_doc = b""
+    shared_sig = b""
+    while seq < records:
+        seq += 1
+        signature = None
+        document = None
+        if len(batch) == BATCH:
+            cp = CheckpointRecord(first_seq=last_cp + 1, last_seq=seq - 1,
+                                  merkle_root=merkle_root(batch), chain_head=prev,
+                                  previous_checkpoint=last_cp)
+            content = canonical_bytes(NODE, seq, at, cp)
+            kind, mid, signature = "checkpoint", None, log_signer.sign(content,
+                                                                       signing_time=now)
+            batch, last_cp = [], seq
+        elif seq == 1:
+            content = canonical_bytes(NODE, seq, at, SystemRecord(event="start"))
+            kind, mid = "system", None
+        else:
+            messages += 1
+            mid = f"bench-{seq}"
+            if messages <= signed or not shared_sig:
+                document = (f"version: 1\nmessage-id: {mid}\ndirection: request\n"
+                            f"client: {CLIENT}\nservice: {SERVICE}\nbody-digest: "
+                            f"{'A' * 88}\n").encode()
+                signature = member.sign(document, signing_time=now)
+                shared_doc, shared_sig = document, signature
+            else:
+                document, signature = shared_doc, shared_sig
+            record = MessageRecord(
+                message_id=mid, direction="request", side="consumer", client=CLIENT,
+                service=SERVICE, method="POST", path="/tags/locations?since=2026-01-01",
+                body_size=1024, body_digest="A" * 88, at=now, status=200, peer=NODE,
+                duration_ms=3.25, signed_document=document, signature=signature)
+            content = canonical_bytes(NODE, seq, at, record, Evidence())
+            kind = "message"
+        digest = chain_hash(prev, content)
+        if kind != "checkpoint":
+            batch.append(digest)
+        yield {"node_id": NODE, "seq": seq, "kind": kind, "at": at, "message_id": mid,
+               "prev_hash": prev, "hash": digest, "content": content, "body": None,
+               "signed_document": document if kind == "message" else None,
+               "signature": signature}
+        prev = digest
+
+
+def build(directory: Path, pki: Path, records: int, signed: int) -> tuple[Path, list[Any]]:
+    url = f"sqlite:///{directory / 'bench.db'}"
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    rows = list(generate(pki, records, signed))
+    with engine.begin() as conn:
+        for i in range(0, len(rows), 5000):
+            conn.execute(log_records.insert(), rows[i:i + 5000])
+    engine.dispose()
+    config = directory / "node.toml"
+    config.write_text(f"""
+[node]
+server_id = "{NODE}"
+data_dir = "{directory / 'data'}"
+[database]
+url = "{url}"
+[trust]
+ca_files = ["{pki / 'ca/ca.crt'}"]
+[log]
+cert_file = "{pki / 'servers/GOV.TOYONO.SS1/log.crt'}"
+key_file = "{pki / 'servers/GOV.TOYONO.SS1/log.key'}"
+""", encoding="utf-8")
+    return config, rows
+
+
+def core_rate(rows: list[dict[str, Any]], trust: TrustStore) -> float:
+    records = [StoredRecord(r["seq"], r["kind"], r["at"], r["message_id"], r["prev_hash"],
+                            r["hash"], r["content"], r["body"], r["signed_document"],
+                            r["signature"]) for r in rows]
+    verifier = ChainVerifier(NODE, check_signature=checkpoint_signature_check(trust, NODE))
+    start = time.perf_counter()
+    verifier.feed_all(records)
+    report = verifier.finish()
+    elapsed = time.perf_counter() - start
+    assert report.ok, report.problems
+    return len(records) / elapsed
+
+
+def _raw_verify(seconds: float) -> int:
+    key = ec.generate_private_key(ec.SECP256R1())
+    data = b"x" * 300
+    signature = key.sign(data, ec.ECDSA(hashes.SHA256()))
+    public = key.public_key()
+    count, deadline = 0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(100):
+            public.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        count += 100
+    return count
+
+
+def raw_rate(seconds: float, workers: int) -> float:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(_raw_verify, [0.05] * workers))  # warm up the processes
+        start = time.perf_counter()
+        counts = list(pool.map(_raw_verify, [seconds] * workers))
+        elapsed = time.perf_counter() - start
+    return sum(counts) / elapsed
+
+
+def timed_verify(config: Path, signatures: bool) -> tuple[float, int, int]:
+    cfg = load_config(config)
+    start = time.perf_counter()
+    report = verify_node_log(cfg, signatures=signatures)
+    elapsed = time.perf_counter() - start
+    assert report.ok, report.problems
+    return elapsed, report.records, report.message_signatures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--signed", type=int, default=20_000,
+                        help="size of the signed log for the signature run")
+    parser.add_argument("--seconds", type=float, default=3.0, help="raw verify duration")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    workers = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        pki = base / "pki"
+        init_dev_pki(pki)
+        trust = TrustStore.from_files([pki / "ca/ca.crt"])
+        big, rows = build(base / "big", pki, args.records, signed=1)
+        core = core_rate(rows, trust)
+        del rows
+        nosig_s, nosig_n, _ = timed_verify(big, signatures=False)
+        small, _rows = build(base / "signed", pki, args.signed, signed=args.signed)
+        raw = raw_rate(args.seconds, workers)
+        sig_s, _sig_n, sig_count = timed_verify(small, signatures=True)
+    sig_rate = sig_count / sig_s
+    result = {
+        "python": platform.python_version(), "cores": workers,
+        "records": nosig_n, "core_records_per_s": round(core),
+        "verify_no_signatures_records_per_s": round(nosig_n / nosig_s),
+        "raw_ecdsa_verify_per_s_all_cores": round(raw),
+        "verify_signatures_per_s": round(sig_rate),
+        "signature_ratio_to_raw": round(sig_rate / raw, 3),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"cores: {workers}, python {result['python']}, log of {nosig_n} records")
+    print(f"core (chain, evidence digests, Merkle, checkpoint signatures), 1 process: "
+          f"{result['core_records_per_s']:>9,} records/s")
+    print(f"audit verify --no-signatures (SQLite, {workers} ranges):          "
+          f"{result['verify_no_signatures_records_per_s']:>9,} records/s")
+    print(f"raw cryptography ECDSA P-256 verify, {workers} processes:         "
+          f"{result['raw_ecdsa_verify_per_s_all_cores']:>9,} verifies/s")
+    print(f"audit verify with message signatures ({args.signed} records):     "
+          f"{result['verify_signatures_per_s']:>9,} signatures/s "
+          f"({result['signature_ratio_to_raw']:.0%} of raw)")
+
+
+if __name__ == "__main__":
+    main()
