@@ -15,9 +15,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -78,11 +79,22 @@ def _now(now: datetime | None) -> datetime:
 
 # --- transactions and admin events -------------------------------------------------------
 
+_OUTER = "secserver.acl.registry.transaction"
+
+
 @contextmanager
-def _transaction(session: Session) -> Iterator[None]:
+def _transaction(session: Session, *, commit: bool = True) -> Iterator[None]:
+    """One change = one transaction; inside another (an import) it joins the outer one."""
+    if session.info.get(_OUTER):
+        yield
+        return
+    session.info[_OUTER] = True
     try:
         yield
-        session.commit()
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
     except IntegrityError as exc:
         session.rollback()
         raise RegistryError(f"the database refused the change: {exc.orig}",
@@ -90,6 +102,8 @@ def _transaction(session: Session) -> Iterator[None]:
     except BaseException:
         session.rollback()
         raise
+    finally:
+        session.info.pop(_OUTER, None)
 
 
 def _event(session: Session, actor: str, now: datetime, action: str, obj: str,
@@ -278,6 +292,22 @@ def add_member(session: Session, actor: str, member: ClientId | str, name: str =
     """Register a member (``INSTANCE/CLASS/MEMBER``)."""
     with _transaction(session):
         return _add_member(session, actor, _now(now), _parse_client(member), name)
+
+
+def update_member(session: Session, actor: str, member: ClientId | str, name: str, *,
+                  now: datetime | None = None) -> Json:
+    """Change a member's name."""
+    client = _parse_client(member)
+    with _transaction(session):
+        row = _require_member(session, client)
+        before = _member_json(row)
+        row.name = name
+        session.flush()
+        after = _member_json(row)
+        if after != before:
+            _event(session, actor, _now(now), "member.update", str(client.member), before,
+                   after)
+        return after
 
 
 def list_members(session: Session) -> list[Json]:
@@ -677,6 +707,20 @@ def add_group(session: Session, actor: str, code: str, description: str = "", *,
     """Create a local group (a code without '/')."""
     with _transaction(session):
         return _add_group(session, actor, _now(now), code, description)
+
+
+def update_group(session: Session, actor: str, code: str, description: str, *,
+                 now: datetime | None = None) -> Json:
+    """Change a local group's description."""
+    with _transaction(session):
+        row = _require_group(session, code)
+        before = _group_json(session, row)
+        row.description = description
+        session.flush()
+        after = _group_json(session, row)
+        if after != before:
+            _event(session, actor, _now(now), "group.update", code, before, after)
+        return after
 
 
 def list_groups(session: Session) -> list[Json]:
@@ -1100,48 +1144,72 @@ def _at(where: str) -> Iterator[None]:
                             http_status=exc.http_status) from exc
 
 
-def import_registry(session: Session, actor: str, data: Mapping[str, Any], *,
-                    now: datetime | None = None) -> Json:
-    """Merge a document made by :func:`export_registry` into the registry, atomically.
+def _right_key(subject: str, service: str, method: str | None,
+               path: str | None) -> tuple[str, str, str | None, str | None]:
+    if method is not None and path is not None:
+        method, path = _endpoint_args(method, path)
+    return subject, str(_parse_service(service)), method, path
 
-    Missing objects are added (with admin events); objects that exist are left as they are
-    (a conflicting setting is an error naming it). Nothing is removed. Consents are
-    imported by subject hash, so they only mean something under the same node key.
-    Returns counts of ``added`` and ``unchanged`` objects.
+
+def import_registry(session: Session, actor: str, data: Mapping[str, Any], *,
+                    replace: bool = False, dry_run: bool = False,
+                    now: datetime | None = None) -> Json:
+    """Apply a document made by :func:`export_registry`, in one transaction.
+
+    Merge (default): missing objects are added; existing ones with different settings are
+    an error naming them; nothing is removed. ``replace=True`` makes the registry equal to
+    the document: settings are updated, and rights, group memberships, groups, endpoints,
+    services, subsystems and members that the document does not list are removed
+    (consents are never removed: revoke them explicitly). ``dry_run=True`` does all of it
+    and rolls back. Every change writes its admin event as usual.
+
+    Consents are imported by subject hash, so they only mean something under the same
+    node key. Returns counts (``added``, ``updated``, ``removed``, ``unchanged``) and
+    ``changes``: one ``"action object"`` line per admin event.
     """
     if data.get("format") != DOCUMENT_FORMAT:
         raise RegistryError(f"document format is {data.get('format')!r}; expected "
                             f"{DOCUMENT_FORMAT!r}")
     at = _now(now)
-    added = unchanged = 0
+    counts = {"added": 0, "updated": 0, "removed": 0, "unchanged": 0}
 
     def count(created: bool) -> None:
-        nonlocal added, unchanged
-        if created:
-            added += 1
-        else:
-            unchanged += 1
+        counts["added" if created else "unchanged"] += 1
 
-    def same_or_fail(existing: Json, wanted: Json) -> None:
+    def settle(existing: Json, wanted: Json, update: Callable[[], object]) -> None:
         diff = [k for k in wanted if existing.get(k) != wanted[k]]
-        if diff:
+        if not diff:
+            counts["unchanged"] += 1
+            return
+        if not replace:
             found = ", ".join(f"{k}={existing.get(k)!r}" for k in diff)
             raise RegistryError(f"already registered with different settings ({found}); "
-                                "change it with the CLI, then import again",
+                                "import with replace to change it",
                                 code="AlreadyExists", http_status=409)
+        update()
+        counts["updated"] += 1
 
-    with _transaction(session):
+    first_event = session.execute(select(func.max(m.AdminEvent.id))).scalar_one() or 0
+    with _transaction(session, commit=not dry_run):
+        wanted_members: set[str] = set()
         for i, item in enumerate(_items(data, "members")):
             with _at(f"members[{i}]"):
                 member = ClientId.parse(_field(item, "id", str))
-                new = _member_row(session, member) is None
-                if new:
-                    _add_member(session, actor, at, member, _field(item, "name", str, ""))
-                count(new)
+                name = _field(item, "name", str, "")
+                wanted_members.add(str(member))
+                member_row = _member_row(session, member)
+                if member_row is None:
+                    _add_member(session, actor, at, member, name)
+                    count(True)
+                else:
+                    settle(_member_json(member_row), {"name": name},
+                           partial(update_member, session, actor, member, name, now=at))
+        wanted_subsystems: set[str] = set()
         for i, item in enumerate(_items(data, "subsystems")):
             with _at(f"subsystems[{i}]"):
                 client = ClientId.parse(_field(item, "id", str))
-                wanted: Json = {
+                wanted_subsystems.add(str(client))
+                fields: Json = {
                     "local": _field(item, "local", bool, False),
                     "auth": _field(item, "auth", str, "none"),
                     "tls_cert_sha256": _field(item, "tls_cert_sha256", str, None),
@@ -1149,14 +1217,17 @@ def import_registry(session: Session, actor: str, data: Mapping[str, Any], *,
                 }
                 row = _subsystem_row(session, client)
                 if row is None:
-                    _add_subsystem(session, actor, at, client, **wanted)
+                    _add_subsystem(session, actor, at, client, **fields)
+                    count(True)
                 else:
-                    same_or_fail(_subsystem_json(row, client), wanted)
-                count(row is None)
+                    settle(_subsystem_json(row, client), fields,
+                           partial(update_subsystem, session, actor, client, now=at, **fields))
+        wanted_services: set[str] = set()
         for i, item in enumerate(_items(data, "services")):
             with _at(f"services[{i}]"):
                 service = ServiceId.parse(_field(item, "id", str))
-                wanted = {
+                wanted_services.add(str(service))
+                fields = {
                     "backend_url": _field(item, "backend_url", str),
                     "timeout": _field(item, "timeout", float, 30.0),
                     "requires_consent": _field(item, "requires_consent", bool, False),
@@ -1164,42 +1235,57 @@ def import_registry(session: Session, actor: str, data: Mapping[str, Any], *,
                 }
                 service_row = _service_row(session, service)
                 if service_row is None:
-                    _add_service(session, actor, at, service, **wanted)
+                    _add_service(session, actor, at, service, **fields)
+                    count(True)
                 else:
-                    same_or_fail(_service_json(service_row, service), wanted)
-                count(service_row is None)
+                    settle(_service_json(service_row, service), fields,
+                           partial(update_service, session, actor, service, now=at, **fields))
+        wanted_endpoints: set[tuple[str, str, str]] = set()
         for i, item in enumerate(_items(data, "endpoints")):
             with _at(f"endpoints[{i}]"):
                 service = ServiceId.parse(_field(item, "service", str))
                 verb, pattern = _endpoint_args(_field(item, "method", str),
                                                _field(item, "path", str))
+                wanted_endpoints.add((str(service), verb, pattern))
                 new = _endpoint_row(session, _require_service(session, service), verb,
                                     pattern) is None
                 if new:
                     _add_endpoint(session, actor, at, service, verb, pattern)
                 count(new)
+        wanted_groups: set[str] = set()
         for i, item in enumerate(_items(data, "groups")):
             with _at(f"groups[{i}]"):
                 code = _field(item, "code", str)
-                new = _group_row(session, code) is None
-                if new:
-                    _add_group(session, actor, at, code, _field(item, "description", str, ""))
-                count(new)
+                description = _field(item, "description", str, "")
+                wanted_groups.add(code)
+                group_row = _group_row(session, code)
+                if group_row is None:
+                    _add_group(session, actor, at, code, description)
+                    count(True)
+                else:
+                    settle({"description": group_row.description}, {"description": description},
+                           partial(update_group, session, actor, code, description, now=at))
+        wanted_memberships: set[tuple[str, str]] = set()
         for i, item in enumerate(_items(data, "group_members")):
             with _at(f"group_members[{i}]"):
                 code = _field(item, "group", str)
                 client = ClientId.parse(_field(item, "subsystem", str))
+                wanted_memberships.add((code, str(client)))
                 new = str(client) not in _group_json(session,
                                                      _require_group(session, code))["members"]
                 if new:
                     _add_group_member(session, actor, at, code, client)
                 count(new)
+        wanted_rights: set[tuple[str, str, str | None, str | None]] = set()
         for i, item in enumerate(_items(data, "rights")):
             with _at(f"rights[{i}]"):
+                subject = _field(item, "subject", str)
+                service = ServiceId.parse(_field(item, "service", str))
+                method = _field(item, "method", str, None)
+                path = _field(item, "path", str, None)
+                wanted_rights.add(_right_key(subject, str(service), method, path))
                 _right, created = _grant(
-                    session, actor, at, _field(item, "subject", str),
-                    ServiceId.parse(_field(item, "service", str)),
-                    _field(item, "method", str, None), _field(item, "path", str, None),
+                    session, actor, at, subject, service, method, path,
                     (_time_field(item, "granted_at") or at,
                      _field(item, "granted_by", str, actor)))
                 count(created)
@@ -1221,4 +1307,42 @@ def import_registry(session: Session, actor: str, data: Mapping[str, Any], *,
                                     (_time_field(item, "recorded_at") or at,
                                      _field(item, "recorded_by", str, actor)))
                 count(not same)
-    return {"added": added, "unchanged": unchanged}
+        if replace:
+            for right in list_rights(session):
+                if _right_key(right["subject"], right["service"], right["method"],
+                              right["path"]) not in wanted_rights:
+                    with _at(f"removing right {right['id']}"):
+                        revoke(session, actor, right["subject"], right["service"],
+                               method=right["method"], path=right["path"], now=at)
+                    counts["removed"] += 1
+            for group in list_groups(session):
+                for subsystem in group["members"]:
+                    if (group["code"], subsystem) not in wanted_memberships:
+                        with _at(f"removing {subsystem} from group {group['code']}"):
+                            remove_group_member(session, actor, group["code"], subsystem,
+                                                now=at)
+                        counts["removed"] += 1
+                if group["code"] not in wanted_groups:
+                    with _at(f"removing group {group['code']}"):
+                        remove_group(session, actor, group["code"], now=at)
+                    counts["removed"] += 1
+            for endpoint in list_endpoints(session):
+                key = (endpoint["service"], endpoint["method"], endpoint["path"])
+                if key not in wanted_endpoints:
+                    with _at(f"removing endpoint {' '.join(key)}"):
+                        remove_endpoint(session, actor, *key, now=at)
+                    counts["removed"] += 1
+            removals: list[tuple[list[Json], set[str], Callable[..., Json], str]] = [
+                (list_services(session), wanted_services, remove_service, "service"),
+                (list_subsystems(session), wanted_subsystems, remove_subsystem, "subsystem"),
+                (list_members(session), wanted_members, remove_member, "member"),
+            ]
+            for existing_items, wanted, remove, what in removals:
+                for existing in existing_items:
+                    if existing["id"] not in wanted:
+                        with _at(f"removing {what} {existing['id']}"):
+                            remove(session, actor, existing["id"], now=at)
+                        counts["removed"] += 1
+        changes = [f"{e['action']} {e['object']}"
+                   for e in list_admin_events(session, after_id=first_event, limit=10**9)]
+    return {**counts, "changes": changes, "dry_run": dry_run}

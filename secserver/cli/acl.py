@@ -873,19 +873,32 @@ def export(config_path: Path, fmt: str, output: Path | None) -> None:
                                         path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["toml", "json"]), default=None,
               help="Document format (default: from the file name or content).")
+@click.option("--replace", is_flag=True,
+              help="Make the registry equal to the document: update settings and remove "
+                   "what it does not list (consents are never removed).")
+@click.option("--dry-run", is_flag=True, help="Show the changes, then roll them back.")
 @db_errors
 def import_(config_path: Path, actor: str | None, as_json: bool, file: Path,
-            fmt: str | None) -> None:
-    """Add everything in a registry document that is missing (one transaction).
+            fmt: str | None, replace: bool, dry_run: bool) -> None:
+    """Apply a registry document (from 'acl export'; '-' reads stdin) in one transaction.
 
-    Existing objects with different settings are an error; nothing is removed.
+    By default only adds what is missing; existing objects with different settings are an
+    error. With --replace the registry becomes what the document says.
     """
     text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
     if fmt is None and file.suffix.lower() in (".toml", ".json"):
         fmt = file.suffix.lower()[1:]
     document = load_document(text, fmt)
     with open_registry(config_path) as (_config, session):
-        summary = registry.import_registry(session, actor or default_actor(), document)
-    done(f"imported {file}: {summary['added']} added, {summary['unchanged']} already present",
-         summary, as_json)
+        summary = registry.import_registry(session, actor or default_actor(), document,
+                                           replace=replace, dry_run=dry_run)
+    if as_json:
+        print_json(summary)
+        return
+    for change in summary["changes"]:
+        click.echo(f"  {change}")
+    click.echo(f"{'would import' if dry_run else 'imported'} {file}: {summary['added']} added, "
+               f"{summary['updated']} updated, {summary['removed']} removed, "
+               f"{summary['unchanged']} unchanged" + (" (dry run: nothing changed)"
+                                                      if dry_run else ""))
 

@@ -169,6 +169,18 @@ def test_export_import_round_trip(node: Node, tmp_path: Path) -> None:
     decided = fresh.run("acl", "check", CONSUMER, SERVICE, "--path", "/people/1")
     assert decided.returncode == 0 and "JP-DEV/COM/OTTA" in decided.stdout
 
+    # Drift on the fresh node, then put it back with --replace (previewed first).
+    fresh.ok("acl", "revoke", "JP-DEV/COM/OTTA", SERVICE)
+    fresh.ok("acl", "members", "add", "JP-DEV/COM/EXTRA")
+    preview = fresh.ok("acl", "import", str(tmp_path / "registry.toml"), "--replace",
+                       "--dry-run")
+    assert "  right.grant JP-DEV/COM/OTTA -> " in preview
+    assert "  member.remove JP-DEV/COM/EXTRA" in preview
+    assert "dry run: nothing changed" in preview
+    fresh.ok("acl", "import", "-", "--replace", stdin=exported)
+    assert json.loads(fresh.ok("acl", "export", "--format", "json"))["members"] == \
+        as_json["members"]
+
 
 @pytest.mark.postgres
 def test_cli_on_postgresql(tmp_path: Path, postgres_server: str) -> None:

@@ -305,3 +305,47 @@ def test_events_and_versions_move_together(session: Session) -> None:
     listed = r.list_admin_events(session, after_id=recorded[5].id)
     assert [e["action"] for e in listed] == ["right.grant", "right.revoke"]
     assert listed[1]["before"]["subject"] == CONSUMER and listed[1]["after"] is None
+
+
+def test_import_replace_makes_the_registry_equal_to_the_document(session: Session) -> None:
+    populate(session)
+    r.add_group(session, "a", "partners")
+    r.add_group_member(session, "a", "partners", CONSUMER)
+    r.grant(session, "a", "partners", SERVICE)
+    wanted = r.export_registry(session)
+    # Drift: an extra member, subsystem, service, endpoint and right; a changed setting;
+    # a removed group membership.
+    r.add_member(session, "a", "JP-DEV/COM/EXTRA", "extra")
+    r.add_subsystem(session, "a", "JP-DEV/COM/EXTRA/APP")
+    r.add_service(session, "a", f"{PROVIDER}/extra", backend_url="http://127.0.0.1:1/")
+    r.add_endpoint(session, "a", SERVICE, "DELETE", "/people/**")
+    r.grant(session, "a", "JP-DEV/COM/EXTRA/APP", SERVICE, method="DELETE", path="/people/**")
+    r.update_service(session, "a", SERVICE, timeout=99)
+    r.remove_group_member(session, "a", "partners", CONSUMER)
+
+    with pytest.raises(r.RegistryError, match="import with replace"):
+        r.import_registry(session, "importer", wanted)
+
+    version = r.registry_version(session)
+    preview = r.import_registry(session, "importer", wanted, replace=True, dry_run=True)
+    assert preview["dry_run"] and preview["removed"] == 5 and preview["updated"] == 1
+    assert f"service.remove {PROVIDER}/extra" in preview["changes"]
+    assert r.registry_version(session) == version  # rolled back
+    assert len(r.list_members(session)) == 3
+
+    done = r.import_registry(session, "importer", wanted, replace=True)
+    assert done["changes"] == preview["changes"]
+    assert r.export_registry(session) == wanted
+    assert r.registry_version(session) == version + len(done["changes"])
+    again = r.import_registry(session, "importer", wanted, replace=True)
+    assert again["changes"] == [] and again["added"] == again["removed"] == 0
+
+
+def test_import_replace_never_removes_consents(session: Session) -> None:
+    populate(session)
+    wanted = r.export_registry(session)
+    r.record_consent(session, "a", KEY, "citizen", CONSUMER, SERVICE, "care")
+    with pytest.raises(r.RegistryError, match=r"removing service .*consent\(s\)"):
+        r.import_registry(session, "importer", {**wanted, "services": [], "endpoints": []},
+                          replace=True)
+    assert len(r.list_consents(session)) == 1
