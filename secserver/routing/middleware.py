@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
 
 import structlog
 from aiohttp import web
@@ -33,7 +32,8 @@ from secserver.routing.soap import render_fault
 log = structlog.get_logger("secserver.routing")
 
 SIDE_KEY = web.AppKey("secserver-side", str)
-CONTEXT = "secserver-xroad"  # request key: dict of X-Road response headers known so far
+# X-Road headers known so far about a request, echoed on its error response
+CONTEXT = web.RequestKey("secserver-xroad", dict[str, str])
 
 
 def is_soap(request: web.BaseRequest) -> bool:
@@ -43,8 +43,8 @@ def is_soap(request: web.BaseRequest) -> bool:
 def error_response(request: web.BaseRequest, error: SecServerError, side: Side) -> web.Response:
     code = qualified_code(error, side)
     headers: dict[str, str] = {h.X_ERROR: code}
-    known: Any = request.get(CONTEXT)
-    if isinstance(known, dict):
+    known = request.get(CONTEXT) if isinstance(request, web.Request) else None
+    if known is not None:
         headers.update(known)
     if is_soap(request):
         response = web.Response(status=500, body=render_fault(code, error.message, error.detail),

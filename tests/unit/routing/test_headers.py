@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+
+from secserver.routing import headers as h
+from secserver.routing.errors import DuplicateHeaderField, InvalidRequest
+
+
+def test_end_to_end_drops_hop_by_hop_named_and_transport_headers() -> None:
+    pairs = [("Connection", "close, X-Private"), ("X-Private", "1"), ("Keep-Alive", "5"),
+             ("Transfer-Encoding", "chunked"), ("TE", "trailers"), ("Upgrade", "h2c"),
+             ("Proxy-Authorization", "x"), ("Host", "a"), ("Content-Length", "3"),
+             ("X-Road-Signature", "s"), ("X-Road-Client", "c"), ("X-Road-UserId", "u"),
+             ("Content-Type", "text/plain"), ("Accept", "a"), ("Accept", "b")]
+    assert h.end_to_end(pairs) == [("x-road-userid", "u"), ("content-type", "text/plain"),
+                                   ("accept", "a"), ("accept", "b")]
+    assert [n for n, _ in h.signed_headers(pairs)] == ["accept", "accept", "content-type",
+                                                      "x-road-userid"]
+
+
+def test_single() -> None:
+    assert h.single([("A", "1")], "a") == "1"
+    assert h.single({"B": "2"}, "a") is None
+    with pytest.raises(DuplicateHeaderField):
+        h.single([("A", "1"), ("a", "2")], "A")
+
+
+@pytest.mark.parametrize("host", ["localhost", "localhost:8080", "127.0.0.1:1", "[::1]:80",
+                                  "LOCALHOST"])
+def test_allowed_hosts(host: str) -> None:
+    h.check_host(host, frozenset({"localhost", "127.0.0.1", "::1"}))
+
+
+@pytest.mark.parametrize("host", [None, "evil.example", "evil.example:80", "127.0.0.2"])
+def test_foreign_hosts(host: str | None) -> None:
+    with pytest.raises(InvalidRequest):
+        h.check_host(host, frozenset({"localhost", "127.0.0.1"}))
+
+
+@pytest.mark.parametrize("target", ["http://a/b", "a/b", "//a/b", "*", "/a#b"])
+def test_origin_form_only(target: str) -> None:
+    with pytest.raises(InvalidRequest):
+        h.check_origin_form(target)

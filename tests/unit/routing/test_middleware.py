@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+from lxml import etree
+
+from secserver.routing.errors import AccessDenied, InvalidXml
+from secserver.routing.middleware import CONTEXT, SIDE_KEY, error_middleware
+from secserver.routing.soap import SOAP_ENV
+
+
+def app(side: str) -> web.Application:
+    application = web.Application()
+    application[SIDE_KEY] = side
+    return application
+
+
+async def run(request: web.Request, exc: BaseException) -> web.Response:
+    async def handler(_: web.Request) -> web.StreamResponse:
+        raise exc
+
+    response = await error_middleware(request, handler)
+    assert isinstance(response, web.Response)
+    return response
+
+
+async def test_rest_error_is_json_with_header_and_context() -> None:
+    request = make_mocked_request("GET", "/r1/a/b/c/d/e", app=app("ServerProxy"))
+    request[CONTEXT] = {"X-Road-Id": "m1"}
+    response = await run(request, AccessDenied("no right", detail="rule"))
+    assert response.status == 403
+    assert response.headers["X-Road-Error"] == "Server.ServerProxy.AccessDenied"
+    assert response.headers["X-Road-Id"] == "m1"
+    assert response.body is not None
+    assert json.loads(bytes(response.body)) == {  # type: ignore[arg-type]
+        "type": "Server.ServerProxy.AccessDenied", "message": "no right", "detail": "rule"}
+
+
+async def test_soap_error_is_a_fault() -> None:
+    request = make_mocked_request("POST", "/", app=app("ClientProxy"))
+    response = await run(request, InvalidXml("bad xml"))
+    assert response.status == 500
+    assert response.headers["X-Road-Error"] == "Client.InvalidXml"
+    assert response.body is not None
+    root = etree.fromstring(bytes(response.body))  # type: ignore[arg-type]
+    assert root.findtext(f"{{{SOAP_ENV}}}Body/{{{SOAP_ENV}}}Fault/faultcode") == \
+        "Client.InvalidXml"
+
+
+async def test_unexpected_errors_leak_nothing() -> None:
+    request = make_mocked_request("GET", "/r1/x", app=app("ClientProxy"))
+    response = await run(request, RuntimeError("secret /etc/key at 10.0.0.7:5432"))
+    assert response.status == 500
+    assert response.headers["X-Road-Error"] == "Server.ClientProxy.InternalError"
+    assert response.body is not None
+    text = bytes(response.body).decode()  # type: ignore[arg-type]
+    assert "secret" not in text and "10.0.0.7" not in text and "Traceback" not in text
+    assert "reference" in json.loads(text)["detail"]
+
+
+async def test_http_exceptions_become_coded() -> None:
+    request = make_mocked_request("GET", "/nothing", app=app("ClientProxy"))
+    response = await run(request, web.HTTPNotFound())
+    assert response.status == 404
+    assert response.headers["X-Road-Error"] == "Client.InvalidRequest"

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import pytest
+
+from secserver.identifiers import ClientId, ServiceId
+from secserver.routing.errors import (
+    DuplicateHeaderField,
+    InvalidClientIdentifier,
+    InvalidRequest,
+    InvalidServiceIdentifier,
+    MissingHeaderField,
+)
+from secserver.routing.rest import ExchangeRequest, backend_target, parse_rest_request
+
+CLIENT = "JP-DEV/GOV/TOYONO/ELDERCARE"
+BASE = "/r1/JP-DEV/COM/OTTA/TAGS/tag-locations"
+
+
+def parse(target: str, *extra: tuple[str, str], method: str = "GET") -> ExchangeRequest:
+    return parse_rest_request(method, target, [("X-Road-Client", CLIENT), *extra])
+
+
+def test_parses_service_path_query_and_headers() -> None:
+    request = parse(f"{BASE}/residents/R%201/locations?since=2026&x=%2B",
+                    ("X-Road-Id", "abc"), ("X-Road-UserId", "u1"), ("X-Road-Issue", "i"),
+                    ("X-Road-Data-Subject", "JP-1"), ("Content-Type", "application/json"),
+                    ("Connection", "keep-alive, X-Hop"), ("X-Hop", "1"), ("Host", "h"),
+                    method="post")
+    assert request.kind == "rest"
+    assert request.method == "POST"
+    assert request.client == ClientId.parse(CLIENT)
+    assert request.service == ServiceId.parse("JP-DEV/COM/OTTA/TAGS/tag-locations")
+    assert request.path == "/residents/R%201/locations"
+    assert request.query == "since=2026&x=%2B"
+    assert request.path_and_query == "/residents/R%201/locations?since=2026&x=%2B"
+    assert request.target() == f"{BASE}/residents/R%201/locations?since=2026&x=%2B"
+    assert (request.message_id, request.user_id, request.issue, request.data_subject) == \
+        ("abc", "u1", "i", "JP-1")
+    names = [name for name, _ in request.headers]
+    assert names == sorted(names)
+    assert "x-hop" not in names and "connection" not in names and "host" not in names
+    assert "x-road-client" not in names and "x-road-id" not in names
+    assert {"content-type", "x-road-userid", "x-road-data-subject"} <= set(names)
+
+
+def test_service_root_has_empty_path() -> None:
+    request = parse(BASE)
+    assert request.path == "" and request.acl_path == "/"
+    assert request.target() == BASE
+
+
+@pytest.mark.parametrize("target", [
+    "http://evil/r1/JP-DEV/COM/OTTA/TAGS/x", "//evil/r1/x", "*", "/other", f"{BASE}#frag",
+    f"{BASE}/a/../b", f"{BASE}/%2e%2e/b", f"{BASE}/a%2fb", f"{BASE}//a", f"{BASE}/a\\b",
+    f"{BASE}/%00", f"{BASE}?a b",
+])
+def test_refuses_ambiguous_targets(target: str) -> None:
+    with pytest.raises(InvalidRequest):
+        parse(target)
+
+
+def test_refuses_methods_outside_rest() -> None:
+    with pytest.raises(InvalidRequest):
+        parse(BASE, method="TRACE")
+    with pytest.raises(InvalidRequest):
+        parse(BASE, method="CONNECT")
+
+
+def test_client_header_rules() -> None:
+    with pytest.raises(MissingHeaderField):
+        parse_rest_request("GET", BASE, [])
+    with pytest.raises(InvalidClientIdentifier):
+        parse_rest_request("GET", BASE, [("X-Road-Client", "JP-DEV/GOV/TOYONO")])
+    with pytest.raises(InvalidClientIdentifier):
+        parse_rest_request("GET", BASE, [("X-Road-Client", "JP-DEV/GOV/TO YONO/X")])
+    with pytest.raises(DuplicateHeaderField):
+        parse(BASE, ("x-road-client", CLIENT))
+
+
+def test_service_identifier_rules() -> None:
+    with pytest.raises(InvalidServiceIdentifier):
+        parse("/r1/JP-DEV/COM/OTTA/TAGS")
+    with pytest.raises(InvalidServiceIdentifier):
+        parse("/r1/JP-DEV/COM/OT%zzA/TAGS/x")
+
+
+def test_text_values_are_checked() -> None:
+    with pytest.raises(InvalidRequest):
+        parse(BASE, ("X-Road-Id", "has space"))
+    with pytest.raises(InvalidRequest):
+        parse(BASE, ("X-Road-Data-Subject", "x" * 300))
+
+
+@pytest.mark.parametrize("base,target,expected", [
+    ("http://b:1/api", f"{BASE}/x?y=1", "http://b:1/api/x?y=1"),
+    ("http://b:1/api/", f"{BASE}/x", "http://b:1/api/x"),
+    ("http://b:1/api/", BASE, "http://b:1/api/"),
+    ("http://b:1/api?k=v", f"{BASE}?y=1", "http://b:1/api?k=v&y=1"),
+])
+def test_backend_target_only_appends_below_the_registered_url(base: str, target: str,
+                                                              expected: str) -> None:
+    assert backend_target(base, parse(target)) == expected
