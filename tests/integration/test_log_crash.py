@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
-
 from exchange_harness import ECHO, running_exchange
+from postgres import create_database
+from sqlalchemy import text
 
 from secserver.audit.checks import verify_node_log
 from secserver.db.engine import make_engine
@@ -56,8 +53,6 @@ def test_kill_9_during_traffic(database: str, tmp_path: Path,
     consumer_env: dict[str, str] = {}
     provider_env: dict[str, str] = {}
     if database == "postgresql":
-        from postgres import create_database
-
         server: str = request.getfixturevalue("postgres_server")
         consumer_env["SECSERVER_DATABASE_URL"] = create_database(server)
         provider_env["SECSERVER_DATABASE_URL"] = create_database(server)
