@@ -10,6 +10,7 @@ Service id in the demo: ``JP-DEV/COM/OTTA/TAGS/tag-locations``. Endpoints:
 * ``POST /tags/{tagId}/alerts`` with ``{"type": "fall|wandering|sos|battery",
   "message": "..."}``: raise an alert on a tag (201 with the stored alert).
 * ``GET /tags/{tagId}/alerts``: the alerts raised on a tag.
+* ``GET /openapi.json``: this description as OpenAPI 3.0 (``tag_locations.openapi.json``).
 
 Errors are JSON ``{"error": CODE, "message": TEXT}`` with a fitting status. The data is a
 small, fixed, in-memory sample; alerts live as long as the process.
@@ -22,6 +23,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Any
 
 from aiohttp import web
@@ -188,11 +190,24 @@ async def _errors(request: web.Request,
     return response
 
 
+def openapi() -> dict[str, Any]:
+    """The service description (OpenAPI 3.0) that ships next to this module."""
+    text = resources.files("secserver.examples").joinpath("tag_locations.openapi.json") \
+        .read_text(encoding="utf-8")
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
 async def index(request: web.Request) -> web.Response:
     return _json({"service": "tag-locations", "provider": "OTTA",
+                  "description": "/openapi.json",
                   "endpoints": ["GET /tags/{tagId}/status",
                                 "GET /residents/{residentId}/locations?since=ISO-8601",
                                 "POST /tags/{tagId}/alerts", "GET /tags/{tagId}/alerts"]})
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return _json(openapi())
 
 
 async def tag_status(request: web.Request) -> web.Response:
@@ -230,6 +245,7 @@ def make_app(store: TagStore | None = None,
     app[STORE] = store if store is not None else TagStore()
     app[CLOCK] = clock
     app.router.add_get("/", index)
+    app.router.add_get("/openapi.json", openapi_document)
     app.router.add_get("/tags/{tag_id}/status", tag_status)
     app.router.add_get("/residents/{resident_id}/locations", resident_locations)
     app.router.add_post("/tags/{tag_id}/alerts", post_alert)

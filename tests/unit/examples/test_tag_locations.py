@@ -13,6 +13,7 @@ from secserver.examples.tag_locations import (
     ServiceError,
     TagStore,
     make_app,
+    openapi,
     parse_alert,
     parse_since,
 )
@@ -111,3 +112,24 @@ async def test_alert_with_broken_json_is_refused(client: TestClient[Any, Any]) -
     assert (await response.json())["error"] == "BadAlert"
     response = await client.post("/tags/TAG-0404/alerts", json={"type": "sos"})
     assert response.status == 404
+
+
+def test_openapi_describes_exactly_the_service_routes() -> None:
+    document = openapi()
+    assert document["openapi"].startswith("3.0")
+    described = {(method.upper(), path) for path, item in document["paths"].items()
+                 for method in item}
+    app = make_app()
+    served = {(route.method, route.resource.canonical) for route in app.router.routes()
+              if route.method != "HEAD" and route.resource is not None
+              and route.resource.canonical not in ("/", "/openapi.json")}
+    to_openapi = {"{tag_id}": "{tagId}", "{resident_id}": "{residentId}"}
+    for old, new in to_openapi.items():
+        served = {(m, p.replace(old, new)) for m, p in served}
+    assert described == served
+
+
+async def test_openapi_is_served(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/openapi.json")
+    assert response.status == 200
+    assert (await response.json())["info"]["title"] == "OTTA tag-locations"
