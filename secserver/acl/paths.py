@@ -6,7 +6,8 @@ same way (unreserved characters and sub-delimiters literal, everything else ``%X
 upper-case), so ``/%61dmin`` and ``/admin`` are the same path. Anything a backend could
 read differently from us is refused instead of "fixed": dot segments (also encoded or
 with ``;`` parameters), encoded ``/`` or ``\\``, backslashes, empty segments (``//``), NUL
-and other control characters, whitespace, malformed percent-encoding and invalid UTF-8.
+and other control characters, whitespace, malformed or double percent-encoding (``%252e``)
+and invalid UTF-8.
 A trailing ``/`` is kept: ``/a/`` and ``/a`` are different paths.
 
 Endpoint patterns use the same canonical form plus two wildcards: ``*`` matches within one
@@ -34,6 +35,7 @@ _SAFE = "!$&'()*+,;=:@-._~"
 # already canonical (no percent-encoding to decode, no dot segments, no empty segments).
 _CANONICAL_FAST = re.compile(r"(?:/[A-Za-z0-9!$&'()*+,;=:@\-_~][A-Za-z0-9!$&'()*+,;=:@\-._~]*)*/?")
 _HEX = frozenset("0123456789abcdefABCDEF")
+_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")
 _METHOD_RE = re.compile(r"[A-Z][A-Z0-9_-]{0,15}")
 
 
@@ -79,6 +81,9 @@ def _check_decoded(segment: str, raw: str) -> None:
         if unicodedata.category(char)[0] == "C":
             raise InvalidPath(f"path {raw!r} contains the control character "
                               f"U+{ord(char):04X}")
+    if _ENCODED.search(segment):
+        raise InvalidPath(f"path {raw!r} is percent-encoded twice (%25 followed by hex "
+                          "digits); refused as ambiguous")
     if segment.split(";", 1)[0] in (".", ".."):
         raise InvalidPath(f"path {raw!r} contains a dot segment {segment!r}; send the "
                           "resolved path instead")

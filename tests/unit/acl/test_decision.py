@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from secserver.acl.decision import Decision, decide
 from secserver.acl.snapshot import (
@@ -235,3 +237,53 @@ def test_snapshot_lookups() -> None:
                                                                             OTHER))
     assert SNAP.groups_of(CAROL) == ("partners",)
     assert "node-secret" not in repr(SNAP)
+
+
+def _lenient_backend_view(raw: str) -> str:
+    """How a careless backend might read a path: decode twice, backslash as '/', drop
+    ';' parameters and empty segments, resolve dot segments."""
+    from urllib.parse import unquote
+
+    text = unquote(unquote(raw.split("?")[0].split("#")[0], errors="replace"),
+                   errors="replace").replace("\\", "/")
+    segments: list[str] = []
+    for segment in text.split("/"):
+        segment = segment.split(";")[0].strip()
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    return "/" + "/".join(segments)
+
+
+_TRICKY = st.sampled_from([
+    "public", "private", "a", "..", ".", "%2e", "%2E%2e", "%2f", "%2F", "%5c", "\\", "/",
+    "//", ";", "..;", "%00", "%25", "%252e", "%252f", "%3b", "%u002e", "?", "#", " ",
+    "%c0%ae", "%e2%80%a8", "*", "~", "%7e",
+])
+
+
+_SEGMENT = st.lists(_TRICKY, min_size=1, max_size=3).map("".join)
+_TRICK_PATHS = st.tuples(st.sampled_from(["/public/", "/"]),
+                         st.lists(_SEGMENT, min_size=1, max_size=5).map("/".join)
+                         ).map("".join)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_TRICK_PATHS)
+def test_no_path_trick_reaches_an_ungranted_endpoint(raw: str) -> None:
+    """Granted only GET /public/**: whatever is allowed stays under /public even when
+    read by a lenient backend."""
+    service = ServiceId(PROVIDER, "files")
+    public = EndpointEntry.create(1, service, "GET", "/public/**")
+    private = EndpointEntry.create(2, service, "GET", "/private/**")
+    snap = RegistrySnapshot.build(
+        services=[ServiceEntry(service, "http://x", 1.0, False, "digest", (public, private))],
+        rights=[right(1, "subsystem", str(ALICE), service, public)])
+    decision = decide(snap, ALICE, service, "GET", raw, None, NOW)
+    if decision.allowed:
+        seen = _lenient_backend_view(raw)
+        assert seen == "/public" or seen.startswith("/public/"), (raw, seen)
