@@ -25,12 +25,15 @@ from pathlib import Path
 
 from secserver.config import NodeConfig, load_config
 from secserver.demo.layout import HOST, Layout, NodeFiles, Ports, write_layout
-from secserver.demo.processes import ProcessGroup
+from secserver.demo.processes import DemoProcessError, ProcessGroup
 from secserver.demo.registration import node_session, record_consent, register_all, subject_key
 from secserver.demo.scenario import Outcome, Step, render_step, run_scenario
 from secserver.errors import SecServerError
 
 START_TIMEOUT = 60.0
+#: Free ports are chosen before the children bind them; another program may take one in
+#: between. Then everything is set up again with new ports, at most this many times.
+PORT_ATTEMPTS = 3
 #: Entries ``secserver demo`` creates in its directory; only these are replaced on a rerun.
 DEMO_ENTRIES = ("consumer.toml", "provider.toml", "directory.toml", "pki", "secrets", "data",
                 "logs")
@@ -69,6 +72,15 @@ def prepare_directory(root: Path) -> None:
             elif path.exists():
                 path.unlink()
     root.mkdir(parents=True, exist_ok=True)
+
+
+def port_was_taken(log_dir: Path) -> bool:
+    """Whether a child's log says its port was already in use."""
+    for log in log_dir.glob("*.log"):
+        text = log.read_text(encoding="utf-8", errors="replace").lower()
+        if "address already in use" in text or "errno 98" in text:
+            return True
+    return False
 
 
 def _command_exists(module: str) -> bool:
@@ -203,20 +215,34 @@ def log_tail(path: Path, lines: int = 8) -> str:
 def _run(root: Path, keep_running: bool, echo: Echo, echo_progress: Echo,
          wait_forever: Callable[[], None] | None) -> DemoResult:
     started = time.monotonic()
-    prepare_directory(root)
-    echo_progress(f"setting up in {root}: development PKI, node configurations, directory")
-    layout = write_layout(root, Ports.free())
-    toyono: NodeConfig = load_config(layout.consumer_config)
-    otta: NodeConfig = load_config(layout.provider_config)
-    first_consent = register_all(toyono, otta, layout.resident_registry_url,
-                                 layout.tag_locations_url, datetime.now(UTC))
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        prepare_directory(root)
+        echo_progress(f"setting up in {root}: development PKI, node configurations, "
+                      "directory")
+        layout = write_layout(root, Ports.free())
+        toyono: NodeConfig = load_config(layout.consumer_config)
+        otta: NodeConfig = load_config(layout.provider_config)
+        first_consent = register_all(toyono, otta, layout.resident_registry_url,
+                                     layout.tag_locations_url, datetime.now(UTC))
+        group = ProcessGroup(layout.logs)
+        try:
+            start_everything(group, layout, echo_progress)
+        except DemoProcessError:
+            _stop_quietly(group)
+            if attempt == PORT_ATTEMPTS or not port_was_taken(layout.logs):
+                raise
+            echo_progress("another program took one of the chosen ports; starting again "
+                          "with new ones")
+            continue
+        except BaseException:
+            _stop_quietly(group)
+            raise
+        break
     echo("secserver demo: members JP-DEV/GOV/TOYONO and JP-DEV/COM/OTTA on 127.0.0.1")
     echo(f"  directory {root}")
     echo(f"  registered: {first_consent}")
-    group = ProcessGroup(layout.logs)
     steps: list[Step] = []
     try:
-        start_everything(group, layout, echo_progress)
         echo(f"  everything up after {time.monotonic() - started:.1f} s")
 
         def consent(resident: str) -> str:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
+from secserver.demo import run_demo
+from secserver.demo.layout import Ports
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +133,33 @@ def test_a_directory_with_other_files_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "notes.txt" in result.stderr
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_a_port_taken_meanwhile_means_a_fresh_start(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    real_free = Ports.free
+    calls: list[Ports] = []
+
+    def free() -> Ports:
+        ports = real_free()
+        if not calls:  # the first choice collides with a port another program holds
+            ports = replace(ports, tag_locations=taken)
+        calls.append(ports)
+        return ports
+
+    monkeypatch.setattr(Ports, "free", staticmethod(free))
+    out: list[str] = []
+    progress: list[str] = []
+    try:
+        result = run_demo(tmp_path / "demo", keep_running=False, echo=out.append,
+                          echo_progress=progress.append)
+    finally:
+        squatter.close()
+    assert result.ok, "\n".join(out + progress)
+    assert len(calls) == 2
+    assert any("took one of the chosen ports" in line for line in progress)
+    assert sum(1 for line in out if line.startswith("secserver demo:")) == 1
