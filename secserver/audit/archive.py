@@ -107,9 +107,10 @@ def _safe(node: str) -> str:
 
 
 def archive_before(database_url: str, node: str, before: datetime, out_dir: Path, *,
-                   now: datetime) -> ArchiveResult | None:
-    """Archive the node's records up to the last timestamped checkpoint before ``before``;
-    ``None`` when there is nothing to archive."""
+                   now: datetime, require_timestamps: bool = True) -> ArchiveResult | None:
+    """Archive the node's records up to the last checkpoint before ``before`` (that
+    checkpoint and all before it timestamped, unless ``require_timestamps`` is false: a
+    node without TSA); ``None`` when there is nothing to archive."""
     engine = make_engine(database_url)
     try:
         with engine.connect() as conn:
@@ -121,7 +122,7 @@ def archive_before(database_url: str, node: str, before: datetime, out_dir: Path
             tokens = timestamps(conn, node)
             last = None
             for seq, at in checkpoints:
-                if at >= cutoff or int(seq) not in tokens:
+                if at >= cutoff or (require_timestamps and int(seq) not in tokens):
                     break  # a batch whose checkpoint still waits for a token stays
                 last = int(seq)
             if last is None:

@@ -120,17 +120,18 @@ _RANGE_MESSAGES = {
 def merge_problems(problems: Iterable[Problem]) -> list[Problem]:
     """Merge runs of the same code on consecutive records into one range."""
     merged: list[Problem] = []
+    first_message: list[str] = []
     for p in problems:
         last = merged[-1] if merged else None
         if last is not None and last.code == p.code and p.code in _RANGE_MESSAGES \
                 and p.seq == last.last_seq + 1:
-            first_msg = last.message if last.seq == last.last_seq else None
             text = _RANGE_MESSAGES[p.code].format(a=last.seq, b=p.last_seq)
-            if first_msg is not None and p.code != "order":
-                text += f" (first: {first_msg})"
+            if p.code != "order":
+                text += f" (first: {first_message[-1]})"
             merged[-1] = Problem(p.code, last.seq, p.last_seq, text)
         else:
             merged.append(p)
+            first_message.append(p.message)
     return merged
 
 

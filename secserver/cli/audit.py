@@ -111,12 +111,13 @@ def archive(config_path: Path, before: str, out_dir: Path, as_json: bool) -> Non
 
     config = load_or_fail(config_path)
     result = archive_before(config.database_url, config.node.server_id, _parse_date(before),
-                            out_dir, now=datetime.now(UTC))
+                            out_dir, now=datetime.now(UTC),
+                            require_timestamps=bool(config.tsa.url))
     if result is None:
         if as_json:
             print_json({"archived": 0})
         else:
-            click.echo("nothing to archive: no timestamped checkpoint before that date")
+            click.echo("nothing to archive: no (timestamped) checkpoint before that date")
         return
     if as_json:
         print_json({"archived": result.records, "first_seq": result.first_seq,
