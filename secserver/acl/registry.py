@@ -1045,7 +1045,8 @@ def revoke_consents(session: Session, actor: str, subject_key: bytes, data_subje
                                           service=service) if c["revoked_at"] is None]
     if not ids:
         raise _unknown("the data subject has no unrevoked consent matching the filters")
-    return [revoke_consent(session, actor, i, now=now) for i in ids]
+    with _transaction(session):  # all or none
+        return [revoke_consent(session, actor, i, now=now) for i in ids]
 
 
 def list_consents(session: Session, *, subject_key: bytes | None = None,
