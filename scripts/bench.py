@@ -51,16 +51,19 @@ from bench_procs import (  # noqa: E402
     CpuLayout,
     Processes,
     cpu_layout,
+    cpu_seconds,
     free_port,
     make_tls_files,
     peak_rss_kib,
     reset_peak_rss,
     wait_for_port,
 )
+from bench_profile import finish_recorders, pyspy_available, start_recorders  # noqa: E402
 from bench_stats import (  # noqa: E402
     LoadResult,
     Run,
     compare,
+    cpu_per_request,
     format_size,
     parse_size,
     render_table,
@@ -119,6 +122,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="event loop of the backend and baseline proxies (default uvloop, "
                              "like secserver serve)")
     parser.add_argument("--json-out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="after measuring, profile the exchange nodes with py-spy during "
+                             "one extra run per exchange target; write stacks and top lists "
+                             "to DIR")
     parser.add_argument("--keep", action="store_true",
                         help="keep the working directory (logs, configs) for inspection")
     args = parser.parse_args(argv)
@@ -142,6 +149,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             or not args.size_list or args.max_requests <= 0:
         parser.error("--duration, --repetitions, --concurrency, --max-requests and --sizes "
                      "must be positive")
+    if args.profile and not pyspy_available():
+        parser.error("--profile: py-spy is not installed (pip install py-spy)")
     if args.load == "wrk" and not wrk_available():
         parser.error("--load wrk: wrk is not installed (Debian: apt-get install wrk)")
     return args
@@ -219,17 +228,22 @@ def environment(layout: CpuLayout, load_tool: str, loop: str) -> dict[str, objec
 
 
 def measure(target: Target, spec: LoadSpec, load_tool: str, layout: CpuLayout) -> tuple[
-        LoadResult, dict[str, int]]:
+        LoadResult, dict[str, int], dict[str, float]]:
+    """One load run: the result, peak RSS (KiB) and CPU ms per request of each process."""
     for child in target.processes.values():
         reset_peak_rss(child.process.pid)
     prefix = layout.prefix(layout.load_cpus)
+    cpu_before = {name: cpu_seconds(child.process.pid)
+                  for name, child in target.processes.items()}
     result = run_wrk(spec, prefix) if load_tool == "wrk" else run_python_load(spec, prefix)
+    cpu = cpu_per_request({name: cpu_seconds(child.process.pid) - cpu_before[name]
+                           for name, child in target.processes.items()}, result.requests)
     rss = {name: peak_rss_kib(child.process.pid) for name, child in target.processes.items()}
     for name, child in target.processes.items():
         if child.process.poll() is not None:
             raise RuntimeError(f"{target.name}: process {name} died during the run "
                                f"(exit {child.process.returncode}); log: {child.log}")
-    return result, rss
+    return result, rss, cpu
 
 
 def run_benchmark(args: argparse.Namespace, procs: Processes, stack: contextlib.ExitStack,
@@ -268,7 +282,7 @@ def run_benchmark(args: argparse.Namespace, procs: Processes, stack: contextlib.
             client_port)
         targets.append(Target("baseline", f"http://127.0.0.1:{client_port}/echo",
                               processes={"client-proxy": client_proxy,
-                                         "server-proxy": server_proxy}))
+                                         "server-proxy": server_proxy, "backend": backend}))
     if "exchange" in args.target_list:
         import bench_exchange
 
@@ -280,7 +294,7 @@ def run_benchmark(args: argparse.Namespace, procs: Processes, stack: contextlib.
                         procs, stack, workdir / name, db, backend_url, layout.prefix(
                             layout.server_cpus), log)
                 targets.append(Target(name, exchange.url, exchange.headers,
-                                      exchange.processes))
+                                      {**exchange.processes, "backend": backend}))
             except bench_exchange.ExchangeUnavailable as exc:
                 notes.append(f"{name} not measured: {exc}")
                 log(notes[-1])
@@ -316,16 +330,32 @@ def run_benchmark(args: argparse.Namespace, procs: Processes, stack: contextlib.
             for target in measured[shift:] + measured[:shift]:  # rotate the order
                 spec = LoadSpec(target.url, size, concurrency, args.duration,
                                 args.max_requests, target.headers)
-                result, rss = measure(target, spec, load_tool, layout)
+                result, rss, cpu = measure(target, spec, load_tool, layout)
                 runs.append(Run(target=target.name, size=size, concurrency=concurrency,
                                 repetition=repetition, rps=result.rps, p50_ms=result.p50_ms,
                                 p99_ms=result.p99_ms, requests=result.requests,
                                 errors=result.errors, duration_s=result.duration_s,
-                                peak_rss_kib=rss))
+                                peak_rss_kib=rss, cpu_ms_per_request=cpu))
                 log(f"{len(runs)}/{total} rep {repetition} c={concurrency} "
                     f"{format_size(size)} {target.name}: {result.rps:.0f} req/s "
                     f"p50 {result.p50_ms:.2f} ms p99 {result.p99_ms:.2f} ms "
                     f"errors {result.errors}")
+    if args.profile:
+        for target in measured:
+            if not target.name.startswith("exchange"):
+                continue
+            pids = {f"{target.name}-{role}": child.process.pid
+                    for role, child in target.processes.items()
+                    if role in ("consumer", "provider")}
+            log(f"profiling {target.name} with py-spy ({args.duration:g} s, not measured)")
+            recorders = start_recorders(pids, args.profile, args.duration,
+                                        layout.prefix(layout.load_cpus))
+            spec = LoadSpec(target.url, args.size_list[0], args.concurrency, args.duration,
+                            args.max_requests, target.headers)
+            measure(target, spec, load_tool, layout)
+            for text in finish_recorders(recorders, args.profile, args.duration + 30):
+                print(text, file=sys.stderr)
+        log(f"profiles written to {args.profile}")
     summaries = summarise(runs)
     comparisons = compare(summaries)
     if any(r.errors for r in runs):

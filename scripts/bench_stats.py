@@ -105,6 +105,15 @@ class Run:
     errors: int
     duration_s: float
     peak_rss_kib: dict[str, int] = field(default_factory=dict)  # process name -> VmHWM
+    # process name -> CPU milliseconds (user + system) per successful request
+    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
+
+
+def cpu_per_request(cpu_seconds: Mapping[str, float], requests: int) -> dict[str, float]:
+    """CPU seconds used by each process during a run -> milliseconds per request."""
+    if requests <= 0:
+        return {name: math.nan for name in cpu_seconds}
+    return {name: seconds * 1000.0 / requests for name, seconds in cpu_seconds.items()}
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,12 @@ class Summary:
     p99_ms: float
     errors: int
     peak_rss_kib: dict[str, int]
+    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cpu_ms_total(self) -> float:
+        """Server-side CPU per request, all processes of this target together."""
+        return sum(self.cpu_ms_per_request.values()) if self.cpu_ms_per_request else math.nan
 
 
 def summarise(runs: Iterable[Run]) -> list[Summary]:
@@ -133,11 +148,14 @@ def summarise(runs: Iterable[Run]) -> list[Summary]:
         for run in group:
             for name, kib in run.peak_rss_kib.items():
                 rss[name] = max(rss.get(name, 0), kib)
+        names = {name for run in group for name in run.cpu_ms_per_request}
+        cpu = {name: median(r.cpu_ms_per_request.get(name, math.nan) for r in group)
+               for name in sorted(names)}
         summaries.append(Summary(
             target=target, size=size, concurrency=concurrency, runs=len(group),
             rps=median(r.rps for r in group), p50_ms=median(r.p50_ms for r in group),
             p99_ms=median(r.p99_ms for r in group), errors=sum(r.errors for r in group),
-            peak_rss_kib=rss))
+            peak_rss_kib=rss, cpu_ms_per_request=cpu))
     return summaries
 
 
@@ -184,7 +202,7 @@ def render_table(summaries: Sequence[Summary], comparisons: Sequence[Comparison]
     """A plain-text table: one row per (concurrency, size, target)."""
     ratio = {(c.target, c.size, c.concurrency): c for c in comparisons}
     header = ("conc", "size", "target", "runs", "req/s", "p50 ms", "p99 ms", "errors",
-              "x baseline", "x direct", "+p50 ms", "peak RSS MiB")
+              "x baseline", "x direct", "+p50 ms", "CPU ms/req", "peak RSS MiB")
     rows: list[tuple[str, ...]] = [header]
     order = {"direct": 0, "baseline": 1}
     for s in sorted(summaries, key=lambda s: (s.concurrency, s.size, order.get(s.target, 2),
@@ -194,11 +212,12 @@ def render_table(summaries: Sequence[Summary], comparisons: Sequence[Comparison]
         rows.append((str(s.concurrency), format_size(s.size), s.target, str(s.runs),
                      _fmt(s.rps, 0), _fmt(s.p50_ms, 2), _fmt(s.p99_ms, 2), str(s.errors),
                      _fmt(c.vs_baseline, 2) if c else "", _fmt(c.vs_direct, 2) if c else "",
-                     _fmt(c.added_p50_ms_vs_direct, 2) if c else "", rss))
+                     _fmt(c.added_p50_ms_vs_direct, 2) if c else "", _fmt(s.cpu_ms_total, 3),
+                     rss))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for n, row in enumerate(rows):
-        lines.append("  ".join(cell.rjust(w) if i in (0, 3, 4, 5, 6, 7, 8, 9, 10) else
+        lines.append("  ".join(cell.rjust(w) if i in (0, 3, 4, 5, 6, 7, 8, 9, 10, 11) else
                                cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths,
                                                                              strict=True)))
                      .rstrip())
@@ -226,7 +245,7 @@ def result_document(environment: Mapping[str, Any], settings: Mapping[str, Any],
         "format": RESULT_FORMAT,
         "environment": dict(environment),
         "settings": dict(settings),
-        "summaries": [asdict(s) for s in summaries],
+        "summaries": [{**asdict(s), "cpu_ms_total": s.cpu_ms_total} for s in summaries],
         "comparisons": [asdict(c) for c in comparisons],
         "runs": [asdict(r) for r in runs],
         "notes": list(notes),

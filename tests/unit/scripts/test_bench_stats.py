@@ -157,3 +157,18 @@ def test_build_request() -> None:
     assert "X-Road-Client: A/B/C/D" in lines
     assert "Content-Length: 3" in lines
     assert body == b"xxx"
+
+
+def test_cpu_per_request_and_total() -> None:
+    from bench_stats import cpu_per_request
+
+    assert cpu_per_request({"consumer": 2.0, "provider": 1.0}, 1000) == \
+        {"consumer": 2.0, "provider": 1.0}
+    assert math.isnan(cpu_per_request({"node": 1.0}, 0)["node"])
+    runs = [Run(target="exchange-sqlite", size=1024, concurrency=50, repetition=r, rps=100.0,
+                p50_ms=1.0, p99_ms=2.0, requests=100, errors=0, duration_s=1.0,
+                cpu_ms_per_request={"consumer": c, "provider": 1.0})
+            for r, c in enumerate((1.0, 3.0, 2.0))]
+    [summary] = summarise(runs)
+    assert summary.cpu_ms_per_request == {"consumer": 2.0, "provider": 1.0}
+    assert summary.cpu_ms_total == 3.0
