@@ -1,0 +1,163 @@
+"""The log writer on a real database (SQLite and PostgreSQL): group commit, fail closed,
+admin events chained in order across restarts, one chain per node in a shared database."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, text
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from audit_support import MemberSigners, node_config, sample_message
+
+from secserver.audit.checks import verify_node_log
+from secserver.audit.errors import LoggingFailed
+from secserver.audit.records import parse_fields
+from secserver.audit.writer import LogWriter
+from secserver.db.engine import make_async_engine, make_engine
+from secserver.signing.pki import init_dev_pki
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("pki")
+    init_dev_pki(directory)
+    return directory
+
+
+def rows(url: str, sql: str, **params: object) -> list[tuple[object, ...]]:
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            return [tuple(r) for r in conn.execute(text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+def execute(url: str, sql: str, **params: object) -> None:
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(sql), params)
+    finally:
+        engine.dispose()
+
+
+async def wait_for(condition: object, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():  # type: ignore[operator]
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_concurrent_appends_share_commits(migrated_url: str, tmp_path: Path,
+                                                pki: Path) -> None:
+    config = node_config(tmp_path, migrated_url, pki)
+    engine = make_async_engine(migrated_url)
+    commits = [0]
+    event.listen(engine.sync_engine, "commit", lambda _conn: commits.__setitem__(0, commits[0] + 1))
+    writer = LogWriter(config, engine=engine)
+    await writer.start()
+    signers = MemberSigners(pki)
+    records = [sample_message(signers, n) for n in range(300)]
+    before = commits[0]
+    seqs = await asyncio.gather(*(writer.append(r) for r in records))
+    during = commits[0] - before
+    await writer.stop()
+    await engine.dispose()
+    assert sorted(seqs) == list(range(2, 302))  # seq 1 is the start record
+    assert during <= 300 // 10, f"{during} commits for 300 concurrent records"
+    stored = rows(migrated_url, "SELECT seq, message_id FROM log_records WHERE kind = 'message' "
+                                "ORDER BY seq")
+    assert [(int(s), m) for s, m in stored] == [  # type: ignore[call-overload]
+        (seq, r.message_id) for seq, r in sorted(zip(seqs, records, strict=True))]
+    last = rows(migrated_url, "SELECT kind FROM log_records ORDER BY seq DESC LIMIT 2")
+    assert [k for (k,) in last] == ["checkpoint", "system"]  # stop record, final checkpoint
+    assert verify_node_log(config).ok
+
+
+async def test_fails_closed_then_recovers(migrated_url: str, tmp_path: Path, pki: Path) -> None:
+    config = node_config(tmp_path, migrated_url, pki)
+    writer = LogWriter(config)
+    await writer.start()
+    signers = MemberSigners(pki)
+    await writer.append(sample_message(signers, 1))
+    execute(migrated_url, "ALTER TABLE log_records RENAME TO log_records_away")
+    try:
+        with pytest.raises(LoggingFailed) as failed:
+            await writer.append(sample_message(signers, 2))
+        assert failed.value.code == "LoggingFailed" and failed.value.http_status == 500
+        health = writer.health()
+        assert health["status"] == "failing"
+        assert "cannot commit log records" in health["reason"]
+    finally:
+        execute(migrated_url, "ALTER TABLE log_records_away RENAME TO log_records")
+    seq = await writer.append(sample_message(signers, 3))
+    assert writer.health()["status"] == "ok"
+    await writer.stop()
+    assert seq == 3  # the failed record took no seq
+    report = verify_node_log(config)
+    assert report.ok and report.messages == 2
+
+
+async def test_encrypt_policy_needs_a_key(migrated_url: str, tmp_path: Path, pki: Path) -> None:
+    writer = LogWriter(node_config(tmp_path, migrated_url, pki))
+    await writer.start()
+    try:
+        with pytest.raises(LoggingFailed, match="body_key_file"):
+            await writer.append(sample_message(MemberSigners(pki), 1, policy="encrypt"))
+    finally:
+        await writer.stop()
+
+
+def add_admin_event(url: str, number: int) -> None:
+    execute(url, "INSERT INTO admin_events (at, actor, action, object, before, after) "
+                 "VALUES (:at, 'alice', 'acl.grant', :object, NULL, :after)",
+            at=datetime.now(UTC), object=f"right {number}", after=f'{{"n": {number}}}')
+
+
+async def test_admin_events_chained_in_order_across_restarts(migrated_url: str, tmp_path: Path,
+                                                             pki: Path) -> None:
+    config = node_config(tmp_path, migrated_url, pki)
+    add_admin_event(migrated_url, 1)
+    writer = LogWriter(config, admin_poll=0.1)
+    await writer.start()
+    for n in (2, 3):
+        add_admin_event(migrated_url, n)
+    await wait_for(lambda: writer.health()["last_admin_event_id"] == 3, timeout=2.0)
+    await writer.stop()
+    for n in (4, 5):
+        add_admin_event(migrated_url, n)  # while the node is down
+    writer = LogWriter(config, admin_poll=0.1)
+    await writer.start()
+    await wait_for(lambda: writer.health()["last_admin_event_id"] == 5, timeout=2.0)
+    await writer.stop()
+    contents = [parse_fields(bytes(c)) for (c,) in rows(  # type: ignore[call-overload]
+        migrated_url, "SELECT content FROM log_records WHERE kind = 'admin' ORDER BY seq")]
+    assert [int(f["event-id"]) for f in contents] == [1, 2, 3, 4, 5]
+    assert contents[4]["object"] == "right 5" and contents[4]["after"] == '{"n": 5}'
+    assert verify_node_log(config).ok
+
+
+async def test_two_nodes_share_one_database(migrated_url: str, tmp_path: Path,
+                                            pki: Path) -> None:
+    toyono = node_config(tmp_path / "toyono", migrated_url, pki)
+    otta = node_config(tmp_path / "otta", migrated_url, pki, node="JP-DEV/COM/OTTA/SS1",
+                       node_dir="COM.OTTA.SS1")
+    writers = [LogWriter(toyono), LogWriter(otta)]
+    for writer in writers:
+        await writer.start()
+    signers = MemberSigners(pki)
+    await asyncio.gather(*(w.append(sample_message(signers, n))
+                           for n in range(40) for w in writers))
+    for writer in writers:
+        await writer.stop()
+    for config in (toyono, otta):
+        report = verify_node_log(config)
+        assert report.ok and report.warnings == () and report.messages == 40
