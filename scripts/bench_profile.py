@@ -5,11 +5,13 @@ per exchange target (smallest size, throughput concurrency) while ``py-spy recor
 samples the consumer and provider nodes (``--nonblocking``, on the load generator's CPU).
 For each node it writes the collapsed stacks (``NAME.folded``, input for flamegraph tools
 and speedscope) and ``NAME-top.txt``: the functions with the most samples, on their own
-(self) and including what they call (inclusive). The summary is pure and unit-tested.
+(self) and including what they call (inclusive), leaving out worker threads that merely
+wait for work. The summary is pure and unit-tested.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 from collections import Counter
@@ -25,8 +27,45 @@ class ProfileTop:
     inclusive_top: list[tuple[str, int]]
 
 
-def parse_folded(lines: Iterable[str], limit: int = 25) -> ProfileTop:
-    """Top functions of collapsed stacks (``frame;frame;frame COUNT`` per line)."""
+def _line_of(module: str, needle: str) -> int | None:
+    """The line number of the first line of ``module``'s source containing ``needle``."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None:
+        return None
+    try:
+        for number, text in enumerate(Path(spec.origin).read_text().splitlines(), 1):
+            if needle in text:
+                return number
+    except OSError:
+        return None
+    return None
+
+
+def idle_frames() -> frozenset[str]:
+    """Leaf frames that are a worker thread blocked waiting for work, not CPU.
+
+    py-spy's ``--nonblocking`` mode cannot tell these waits from work, so they are dropped.
+    """
+    frames = set()
+    for module, function, path, needle in (
+            ("aiosqlite.core", "_connection_worker_thread", "aiosqlite/core.py", "tx.get()"),
+            ("concurrent.futures.thread", "_worker", "concurrent/futures/thread.py",
+             "work_queue.get(block=True)")):
+        line = _line_of(module, needle)
+        if line is not None:
+            frames.add(f"{function} ({path}:{line})")
+    return frozenset(frames)
+
+
+def parse_folded(lines: Iterable[str], limit: int = 25,
+                 idle: frozenset[str] = frozenset()) -> ProfileTop:
+    """Top functions of collapsed stacks (``frame;frame;frame COUNT`` per line).
+
+    Stacks whose leaf frame is in ``idle`` are not counted.
+    """
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
@@ -36,7 +75,7 @@ def parse_folded(lines: Iterable[str], limit: int = 25) -> ProfileTop:
             continue
         count = int(count_text)
         frames = [f for f in stack.split(";") if f]
-        if not frames:
+        if not frames or frames[-1] in idle:
             continue
         total += count
         own[frames[-1]] += count
@@ -88,7 +127,8 @@ def finish_recorders(recorders: list[tuple[str, subprocess.Popen[bytes]]], out_d
             summaries.append(f"{name}: py-spy wrote nothing: "
                              f"{stderr.decode(errors='replace').strip()[-500:]}")
             continue
-        text = render_top(name, parse_folded(folded.read_text().splitlines()))
+        text = render_top(name, parse_folded(folded.read_text().splitlines(),
+                                             idle=idle_frames()))
         (out_dir / f"{name}-top.txt").write_text(text + "\n")
         summaries.append(text)
     return summaries

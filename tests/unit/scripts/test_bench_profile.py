@@ -27,3 +27,18 @@ def test_render_top_shares() -> None:
     assert text.splitlines()[0] == "node: 4 samples"
     assert "75.0%  b" in text
     assert " 100.0%  a" in text
+
+
+def test_idle_leaf_frames_are_not_counted() -> None:
+    idle = frozenset({"wait (q.py:5)"})
+    top = parse_folded(["t;wait (q.py:5) 40", "t;work (q.py:9) 10"], idle=idle)
+    assert top.samples == 10
+    assert dict(top.self_top) == {"work (q.py:9)": 10}
+
+
+def test_idle_frames_name_real_source_lines() -> None:
+    from bench_profile import idle_frames
+
+    frames = idle_frames()
+    assert any(f.startswith("_connection_worker_thread (aiosqlite/core.py:") for f in frames)
+    assert any(f.startswith("_worker (concurrent/futures/thread.py:") for f in frames)
