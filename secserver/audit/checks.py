@@ -245,12 +245,17 @@ def _archive_records(entries: list[ArchiveEntry], plan: LogRange, tokens: dict[i
             report(Problem("archive", entry.first_seq, entry.last_seq,
                            f"archive {path} was changed after it was written (SHA-256 "
                            "differs from the one recorded)"))
-        for record, token in read_archive(path):
-            if record.seq < plan.start or (plan.end is not None and record.seq > plan.end):
-                continue
-            if token is not None:
-                tokens[record.seq] = token
-            yield record
+        try:
+            for record, token in read_archive(path):
+                if record.seq < plan.start or (plan.end is not None and record.seq > plan.end):
+                    continue
+                if token is not None:
+                    tokens[record.seq] = token
+                yield record
+        except AuditError as exc:
+            report(Problem("archive", entry.first_seq, entry.last_seq,
+                           f"archive {path} of records {entry.first_seq}..{entry.last_seq} "
+                           f"is damaged: {exc.message}"))
 
 
 PARALLEL_MIN_RECORDS = 50_000  # smaller logs are verified in one process
