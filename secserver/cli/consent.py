@@ -72,7 +72,11 @@ def consent() -> None:
 def record(config_path: Path, actor: str | None, as_json: bool, subject: str, client: ClientId,
            service: ServiceId, purpose: str, valid_from: datetime | None,
            valid_until: datetime | None, days: int | None) -> None:
-    """Record SUBJECT's consent for CLIENT (subsystem, or whole member) to use SERVICE."""
+    """Record SUBJECT's consent for CLIENT (subsystem, or whole member) to use SERVICE.
+
+    Only a keyed hash of SUBJECT is stored. Give '-' as SUBJECT to read it from stdin, so
+    it does not appear in the process list or shell history.
+    """
     if days is not None and valid_until is not None:
         raise click.UsageError("give --until or --days, not both")
     start = valid_from or datetime.now(UTC)
