@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
@@ -79,6 +79,13 @@ _SHA256_ALG = der.sequence(der.oid(ID_SHA256))
 _CONTENT_TYPE_OID = der.oid(ID_CONTENT_TYPE)
 _MESSAGE_DIGEST_OID = der.oid(ID_MESSAGE_DIGEST)
 _SIGNING_TIME_OID = der.oid(ID_SIGNING_TIME)
+_SIGNED_DATA_OID = der.oid(ID_SIGNED_DATA)
+_SHA256_ALG_SET = der.tlv(der.SET, _SHA256_ALG)
+_DETACHED_DATA_HEAD = b"\x02\x01\x01" + _SHA256_ALG_SET + der.sequence(der.oid(ID_DATA))
+_DATA_CONTENT_TYPE_ATTR = der.sequence(_CONTENT_TYPE_OID, der.tlv(der.SET, der.oid(ID_DATA)))
+# SEQUENCE { messageDigest, SET { OCTET STRING (32 bytes) } } up to the digest itself
+_DIGEST_ATTR_PREFIX = der.sequence(
+    _MESSAGE_DIGEST_OID, der.tlv(der.SET, der.octet_string(bytes(32))))[:-32]
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,53 @@ def certificate_from_der(data: bytes) -> x509.Certificate:
         while len(_cert_cache) > 512:
             _cert_cache.popitem(last=False)
     return cert
+
+
+@dataclass(frozen=True)
+class _SignerCert:
+    """What verification needs from a certificate, computed once per certificate."""
+
+    cert: x509.Certificate
+    issuer_serial: bytes
+    public_key: CertificatePublicKeyTypes | None
+    key_error: str
+    member: ClientId | None
+    member_error: SignerMismatch | None
+
+
+_signer_cache: OrderedDict[bytes, _SignerCert] = OrderedDict()
+
+
+def _signer_cert(data: bytes) -> _SignerCert:
+    with _cert_lock:
+        hit = _signer_cache.get(data)
+    if hit is not None:
+        return hit
+    cert = certificate_from_der(data)
+    try:
+        issuer_serial = _issuer_and_serial(data)
+    except der.DerError as exc:
+        raise MalformedSignature(f"a certificate in the signature is malformed: {exc}") from exc
+    public_key: CertificatePublicKeyTypes | None = None
+    key_error = ""
+    try:
+        public_key = cert.public_key()
+    except (UnsupportedAlgorithm, ValueError) as exc:
+        key_error = str(exc)
+    member: ClientId | None = None
+    member_error: SignerMismatch | None = None
+    try:
+        member = member_id_from_certificate(cert)
+    except SignerMismatch as exc:
+        member_error = exc
+    except ValueError as exc:
+        raise MalformedSignature(f"a certificate in the signature is malformed: {exc}") from exc
+    info = _SignerCert(cert, issuer_serial, public_key, key_error, member, member_error)
+    with _cert_lock:
+        _signer_cache[data] = info
+        while len(_signer_cache) > 512:
+            _signer_cache.popitem(last=False)
+    return info
 
 
 def _issuer_and_serial(cert_der: bytes) -> bytes:
@@ -160,7 +214,7 @@ class CmsSigner:
         self._certs_field = der.context(0, cert_der + b"".join(
             c.public_bytes(serialization.Encoding.DER) for c in chain))
         self._sid = der.sequence(_issuer_and_serial(cert_der))
-        self._sign_args: tuple[object, ...]
+        self._signer_info_head = b"\x02\x01\x01" + self._sid + _SHA256_ALG
         if isinstance(key, ec.EllipticCurvePrivateKey):
             self._sig_alg = der.sequence(der.oid(ID_ECDSA_SHA256))
             self._ecdsa = ec.ECDSA(hashes.SHA256())
@@ -186,6 +240,14 @@ class CmsSigner:
                           extra: Sequence[bytes] = ()) -> bytes:
         """The DER ``SET OF Attribute`` that is signed (tag 0x31)."""
         digest = hashlib.sha256(content).digest()
+        if content_type == ID_DATA and not extra:
+            # The common case, laid out directly: contentType < signingTime < messageDigest
+            # in DER order (their encodings differ in length: 0x18, 0x1c/0x1e, 0x2f).
+            stime = der.time(signing_time)
+            body = b"".join((_DATA_CONTENT_TYPE_ATTR,
+                             der.tlv(der.SEQUENCE, _SIGNING_TIME_OID + der.tlv(der.SET, stime)),
+                             _DIGEST_ATTR_PREFIX, digest))
+            return der.tlv(der.SET, body)
         return der.set_of(
             der.sequence(_CONTENT_TYPE_OID, der.tlv(der.SET, der.oid(content_type))),
             der.sequence(_SIGNING_TIME_OID, der.tlv(der.SET, der.time(signing_time))),
@@ -204,22 +266,23 @@ class CmsSigner:
                  content: bytes | None = None, certificates: bool = True) -> bytes:
         """Wrap signed attributes and signature into a ContentInfo (``content``: encapsulate;
         ``certificates=False``: leave the signer certificate out)."""
-        signer_info = der.sequence(
-            b"\x02\x01\x01", self._sid, _SHA256_ALG,
+        tlv = der.tlv
+        signer_info = tlv(der.SEQUENCE, b"".join((
+            self._signer_info_head,
             b"\xa0" + signed_attrs[1:],  # [0] IMPLICIT SET OF Attribute
-            self._sig_alg, der.octet_string(signature),
-        )
-        encap = der.oid(content_type)
-        if content is not None:
-            encap += der.context(0, der.octet_string(content))
-        signed_data = der.sequence(
-            b"\x02\x01\x01" if content_type == ID_DATA else b"\x02\x01\x03",
-            der.tlv(der.SET, _SHA256_ALG),
-            der.sequence(encap),
-            self._certs_field if certificates else b"",
-            der.tlv(der.SET, signer_info),
-        )
-        return der.sequence(der.oid(ID_SIGNED_DATA), der.context(0, signed_data))
+            self._sig_alg, tlv(der.OCTET_STRING, signature),
+        )))
+        if content_type == ID_DATA and content is None:
+            head = _DETACHED_DATA_HEAD
+        else:
+            encap = der.oid(content_type)
+            if content is not None:
+                encap += der.context(0, der.octet_string(content))
+            head = (b"\x02\x01\x01" if content_type == ID_DATA else b"\x02\x01\x03") + \
+                _SHA256_ALG_SET + der.sequence(encap)
+        signed_data = tlv(der.SEQUENCE, b"".join((
+            head, self._certs_field if certificates else b"", tlv(der.SET, signer_info))))
+        return tlv(der.SEQUENCE, _SIGNED_DATA_OID + tlv(0xA0, signed_data))
 
     def sign(self, content: bytes, *, signing_time: datetime, detached: bool = True,
              content_type: str = ID_DATA, extra_attributes: Sequence[bytes] = (),
@@ -242,8 +305,7 @@ def sign_detached(content: bytes, key: PrivateKey, certificate: x509.Certificate
 
 # --- parsing ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class ParsedSignedData:
+class ParsedSignedData(NamedTuple):
     """The parts of a one-signer SignedData that verification needs (raw DER slices)."""
 
     content_type: str
@@ -262,95 +324,211 @@ class ParsedSignedData:
 def parse_signed_data(data: bytes) -> ParsedSignedData:
     """Parse a ContentInfo holding SignedData with exactly one signer."""
     try:
-        return _parse(data)
+        return _parse_common(data) or _parse(data)
     except der.DerError as exc:
         raise MalformedSignature(f"signature is not valid DER CMS SignedData: {exc}") from exc
 
 
+_COMMON_HEAD = (b"\x02\x01\x01" + _SHA256_ALG_SET + der.sequence(der.oid(ID_DATA)))
+_COMMON_SIGNER_HEAD = b"\x02\x01\x01\x30"
+_SIGNING_TIME_ATTR_HEAD = der.tlv(der.SEQUENCE, _SIGNING_TIME_OID + b"\x31\x0f\x17\x0d" +
+                                  bytes(13))[:-13]
+_COMMON_ATTRS_LEN = len(_DATA_CONTENT_TYPE_ATTR) + len(_SIGNING_TIME_ATTR_HEAD) + 13 + \
+    len(_DIGEST_ATTR_PREFIX) + 32
+_ECDSA_SHA256_ALG = der.sequence(der.oid(ID_ECDSA_SHA256))
+_RSA_ALG = der.sequence(der.oid(ID_RSA_ENCRYPTION), der.null())
+_SHA256_ALG_ATTRS = _SHA256_ALG + b"\xa0"
+_ID_DATA_OID = der.oid(ID_DATA)
+
+
+def _parse_common(data: bytes) -> ParsedSignedData | None:
+    """The layout secserver (and most signers) write for a detached id-data signature with
+    SHA-256, the three usual signed attributes and ECDSA or RSA PKCS#1 v1.5, matched by
+    comparing bytes; ``None`` for anything else (then the general parser runs). The result
+    equals what the general parser returns."""
+    read = der.read
+    try:
+        tag, start, end = read(data)
+        if tag != der.SEQUENCE or end != len(data) or \
+                not data.startswith(_SIGNED_DATA_OID, start):
+            return None
+        tag, c_start, c_end = read(data, start + len(_SIGNED_DATA_OID), end)
+        if tag != 0xA0 or c_end != end:
+            return None
+        tag, sd_start, sd_end = read(data, c_start, end)
+        if tag != der.SEQUENCE or sd_end != end or not data.startswith(_COMMON_HEAD, sd_start):
+            return None
+        tag, f_start, f_end = read(data, sd_start + len(_COMMON_HEAD), end)
+        if tag != 0xA0:
+            return None
+        certificates: list[bytes] = []
+        item = f_start
+        while item < f_end:
+            c_tag, _cs, c_stop = read(data, item, f_end)
+            if c_tag != der.SEQUENCE:
+                return None
+            certificates.append(data[item:c_stop])
+            item = c_stop
+        tag, set_start, set_end = read(data, f_end, end)
+        if tag != der.SET or set_end != end:
+            return None
+        tag, si_start, si_end = read(data, set_start, end)
+        if tag != der.SEQUENCE or si_end != end or \
+                not data.startswith(_COMMON_SIGNER_HEAD, si_start):
+            return None
+        tag, sid_start, sid_end = read(data, si_start + 3, end)
+        if not data.startswith(_SHA256_ALG_ATTRS, sid_end):
+            return None
+        tag, a_start, a_end = read(data, sid_end + len(_SHA256_ALG), end)
+        if a_end - a_start != _COMMON_ATTRS_LEN or \
+                not data.startswith(_DATA_CONTENT_TYPE_ATTR, a_start):
+            return None
+        pos = a_start + len(_DATA_CONTENT_TYPE_ATTR)
+        if not data.startswith(_SIGNING_TIME_ATTR_HEAD, pos):
+            return None
+        pos += len(_SIGNING_TIME_ATTR_HEAD)
+        time_value = b"\x17\x0d" + data[pos:pos + 13]
+        pos += 13
+        if not data.startswith(_DIGEST_ATTR_PREFIX, pos):
+            return None
+        pos += len(_DIGEST_ATTR_PREFIX)
+        digest_value = b"\x04\x20" + data[pos:pos + 32]
+        pos += 32
+        if data.startswith(_ECDSA_SHA256_ALG, pos):
+            alg_der, alg_oid, params = _ECDSA_SHA256_ALG, ID_ECDSA_SHA256, b""
+        elif data.startswith(_RSA_ALG, pos):
+            alg_der, alg_oid, params = _RSA_ALG, ID_RSA_ENCRYPTION, b"\x05\x00"
+        else:
+            return None
+        tag, g_start, g_end = read(data, pos + len(alg_der), end)
+        if tag != der.OCTET_STRING or g_end != end:
+            return None
+    except der.DerError:
+        return None
+    return ParsedSignedData(
+        content_type=ID_DATA, content=None, certificates=tuple(certificates),
+        signer_issuer_serial=data[sid_start:sid_end], signer_key_id=None, digest_oid=ID_SHA256,
+        signed_attrs=b"\x31" + data[sid_end + len(_SHA256_ALG) + 1:a_end],
+        attributes={ID_CONTENT_TYPE: [_ID_DATA_OID], ID_SIGNING_TIME: [time_value],
+                    ID_MESSAGE_DIGEST: [digest_value]},
+        signature_alg=alg_oid, signature_params=params,
+        signature=data[g_start:g_end])
+
+
 def _parse(data: bytes) -> ParsedSignedData:
-    start, end = der.expect(data, 0, der.SEQUENCE, "ContentInfo")
-    if end != len(data):
-        raise der.DerError("trailing bytes after ContentInfo")
-    items = der.children(data, start, end)
-    if len(items) != 2 or items[0][0] != der.OID or items[1][0] != 0xA0:
-        raise der.DerError("ContentInfo is not (contentType, [0] content)")
-    if der.read_oid(data[items[0][2]:items[0][3]]) != ID_SIGNED_DATA:
+    read, oid_text = der.read, der.read_oid
+    tag, start, end = read(data)
+    if tag != der.SEQUENCE or end != len(data):
+        raise der.DerError("ContentInfo is not one SEQUENCE")
+    tag, o_start, o_end = read(data, start, end)
+    if tag != der.OID or data[o_start:o_end] != _SIGNED_DATA_OID[2:]:
         raise der.DerError("content type is not signedData")
-    sd_start, sd_end = der.expect(data, items[1][2], der.SEQUENCE, "SignedData", items[1][3])
-    fields = der.children(data, sd_start, sd_end)
-    if len(fields) < 4 or fields[0][0] != der.INTEGER or fields[1][0] != der.SET \
-            or fields[2][0] != der.SEQUENCE:
-        raise der.DerError("SignedData fields are not (version, digestAlgorithms, "
-                           "encapContentInfo, ...)")
-    encap = der.children(data, fields[2][2], fields[2][3])
-    if not encap or encap[0][0] != der.OID:
+    tag, c_start, c_end = read(data, o_end, end)
+    if tag != 0xA0 or c_end != end:
+        raise der.DerError("ContentInfo content is not [0]")
+    tag, sd_start, sd_end = read(data, c_start, c_end)
+    if tag != der.SEQUENCE or sd_end != c_end:
+        raise der.DerError("SignedData is not a SEQUENCE")
+    tag, _s, pos = read(data, sd_start, sd_end)  # version
+    if tag != der.INTEGER:
+        raise der.DerError("SignedData version is missing")
+    tag, _s, pos = read(data, pos, sd_end)  # digestAlgorithms
+    if tag != der.SET:
+        raise der.DerError("SignedData digestAlgorithms is missing")
+    tag, e_start, e_end = read(data, pos, sd_end)  # encapContentInfo
+    if tag != der.SEQUENCE:
+        raise der.DerError("encapContentInfo is missing")
+    tag, t_start, t_end = read(data, e_start, e_end)
+    if tag != der.OID:
         raise der.DerError("encapContentInfo has no content type")
-    content_type = der.read_oid(data[encap[0][2]:encap[0][3]])
+    content_type = oid_text(data[t_start:t_end])
     content: bytes | None = None
-    if len(encap) > 1:
-        if encap[1][0] != 0xA0:
+    if t_end < e_end:
+        tag, x_start, x_end = read(data, t_end, e_end)
+        if tag != 0xA0 or x_end != e_end:
             raise der.DerError("encapContentInfo content is not [0]")
-        c_start, c_end = der.expect(data, encap[1][2], der.OCTET_STRING, "eContent", encap[1][3])
-        content = data[c_start:c_end]
+        o_start, o_end = der.expect(data, x_start, der.OCTET_STRING, "eContent", x_end)
+        if o_end != x_end:
+            raise der.DerError("trailing bytes after eContent")
+        content = data[o_start:o_end]
+    pos = e_end
+    tag, f_start, f_end = read(data, pos, sd_end)
     certificates: list[bytes] = []
-    rest = fields[3:]
-    if rest and rest[0][0] == 0xA0:
-        certificates = [data[t[1]:t[3]] for t in der.children(data, rest[0][2], rest[0][3])
-                        if t[0] == der.SEQUENCE]
-        rest = rest[1:]
-    if rest and rest[0][0] == 0xA1:  # crls: not used
-        rest = rest[1:]
-    if len(rest) != 1 or rest[0][0] != der.SET:
-        raise der.DerError("signerInfos is missing")
-    signers = der.children(data, rest[0][2], rest[0][3])
-    if len(signers) != 1:
-        raise der.DerError(f"expected exactly one SignerInfo, found {len(signers)}")
-    si = der.children(data, signers[0][2], signers[0][3])
-    if len(si) < 5 or si[0][0] != der.INTEGER:
-        raise der.DerError("SignerInfo is too short")
-    sid = si[1]
+    if tag == 0xA0:
+        item = f_start
+        while item < f_end:
+            c_tag, _cs, c_stop = read(data, item, f_end)
+            if c_tag == der.SEQUENCE:
+                certificates.append(data[item:c_stop])
+            item = c_stop
+        tag, f_start, f_end = read(data, f_end, sd_end)
+    if tag == 0xA1:  # crls: not used
+        tag, f_start, f_end = read(data, f_end, sd_end)
+    if tag != der.SET or f_end != sd_end:
+        raise der.DerError("signerInfos is missing or not last")
+    tag, si_start, si_end = read(data, f_start, f_end)
+    if tag != der.SEQUENCE:
+        raise der.DerError("SignerInfo is not a SEQUENCE")
+    if si_end != f_end:
+        raise der.DerError("expected exactly one SignerInfo, found several")
+    tag, _s, pos = read(data, si_start, si_end)  # version
+    if tag != der.INTEGER:
+        raise der.DerError("SignerInfo version is missing")
+    tag, sid_start, sid_end = read(data, pos, si_end)
     issuer_serial = key_id = None
-    if sid[0] == der.SEQUENCE:
-        issuer_serial = data[sid[2]:sid[3]]
-    elif sid[0] == 0x80:
-        key_id = data[sid[2]:sid[3]]
+    if tag == der.SEQUENCE:
+        issuer_serial = data[sid_start:sid_end]
+    elif tag == 0x80:
+        key_id = data[sid_start:sid_end]
     else:
         raise der.DerError("SignerIdentifier is neither issuerAndSerialNumber nor [0] keyId")
-    digest_oid = _alg_oid(data, si[2])
-    pos = 3
+    tag, a_start, a_end = read(data, sid_end, si_end)
+    digest_oid = _alg_oid(data, (tag, sid_end, a_start, a_end))
+    tag, n_start, n_end = read(data, a_end, si_end)
     signed_attrs: bytes | None = None
     attributes: dict[str, list[bytes]] = {}
-    if si[pos][0] == 0xA0:
-        raw = data[si[pos][1]:si[pos][3]]
-        signed_attrs = b"\x31" + raw[1:]
-        for attr in der.children(data, si[pos][2], si[pos][3]):
-            parts = der.children(data, attr[2], attr[3])
-            if len(parts) != 2 or parts[0][0] != der.OID or parts[1][0] != der.SET:
+    if tag == 0xA0:
+        signed_attrs = b"\x31" + data[a_end + 1:n_end]
+        item = n_start
+        while item < n_end:
+            at_tag, at_start, at_end = read(data, item, n_end)
+            if at_tag != der.SEQUENCE:
                 raise der.DerError("malformed signed attribute")
-            attr_oid = der.read_oid(data[parts[0][2]:parts[0][3]])
+            ot_tag, ot_start, ot_end = read(data, at_start, at_end)
+            vs_tag, vs_start, vs_end = read(data, ot_end, at_end)
+            if ot_tag != der.OID or vs_tag != der.SET or vs_end != at_end:
+                raise der.DerError("malformed signed attribute")
+            attr_oid = oid_text(data[ot_start:ot_end])
             if attr_oid in attributes:
                 raise der.DerError(f"signed attribute {attr_oid} appears twice")
-            attributes[attr_oid] = [data[v[1]:v[3]]
-                                    for v in der.children(data, parts[1][2], parts[1][3])]
-        pos += 1
-    if len(si) < pos + 2:
-        raise der.DerError("SignerInfo lacks signatureAlgorithm or signature")
-    alg = si[pos]
-    if alg[0] != der.SEQUENCE:
+            values = []
+            value = vs_start
+            while value < vs_end:
+                _v, _vs, v_end = read(data, value, vs_end)
+                values.append(data[value:v_end])
+                value = v_end
+            attributes[attr_oid] = values
+            item = at_end
+        tag, n_start, n_end = read(data, n_end, si_end)
+    if tag != der.SEQUENCE:
         raise der.DerError("signatureAlgorithm is not an AlgorithmIdentifier")
-    alg_items = der.children(data, alg[2], alg[3])
-    if not alg_items or alg_items[0][0] != der.OID:
+    tag, g_start, g_end = read(data, n_start, n_end)
+    if tag != der.OID:
         raise der.DerError("signatureAlgorithm has no OID")
-    signature_alg = der.read_oid(data[alg_items[0][2]:alg_items[0][3]])
-    params = data[alg_items[1][1]:alg_items[1][3]] if len(alg_items) > 1 else b""
-    sig = si[pos + 1]
-    if sig[0] != der.OCTET_STRING:
+    signature_alg = oid_text(data[g_start:g_end])
+    params = data[g_end:n_end]
+    tag, g_start, g_end = read(data, n_end, si_end)
+    if tag != der.OCTET_STRING:
         raise der.DerError("signature is not an OCTET STRING")
+    if g_end != si_end:
+        _tag, _s, u_end = read(data, g_end, si_end)
+        if _tag != 0xA1 or u_end != si_end:
+            raise der.DerError("unexpected fields after the signature")
     return ParsedSignedData(
         content_type=content_type, content=content, certificates=tuple(certificates),
         signer_issuer_serial=issuer_serial, signer_key_id=key_id, digest_oid=digest_oid,
         signed_attrs=signed_attrs, attributes=attributes, signature_alg=signature_alg,
-        signature_params=params, signature=data[sig[2]:sig[3]])
+        signature_params=params, signature=data[g_start:g_end])
 
 
 def _alg_oid(data: bytes, item: tuple[int, int, int, int]) -> str:
@@ -437,6 +615,12 @@ def verify_parsed(parsed: ParsedSignedData, content: bytes, trust: TrustStore, n
                   *, purpose: Purpose = Purpose.SIGNING
                   ) -> tuple[x509.Certificate, datetime | None]:
     """Check digest, signature value and signer chain; return the signer and signing time."""
+    signer, signing_time = _verify_parsed(parsed, content, trust, now, purpose)
+    return signer.cert, signing_time
+
+
+def _verify_parsed(parsed: ParsedSignedData, content: bytes, trust: TrustStore, now: datetime,
+                   purpose: Purpose) -> tuple[_SignerCert, datetime | None]:
     if parsed.digest_oid not in _HASHES:
         raise MalformedSignature(f"digest algorithm {parsed.digest_oid} is not supported; "
                                  "use SHA-256, SHA-384 or SHA-512")
@@ -464,73 +648,110 @@ def verify_parsed(parsed: ParsedSignedData, content: bytes, trust: TrustStore, n
     else:
         signed = content
     certs = parsed.certificates
-    signer_der = None
+    signer_der: bytes | None = None
+    signer: _SignerCert | None = None
     if parsed.signer_issuer_serial is not None:
         for cert_der in certs:
-            try:
-                if _issuer_and_serial(cert_der) == parsed.signer_issuer_serial:
-                    signer_der = cert_der
-                    break
-            except der.DerError as exc:
-                raise MalformedSignature(f"a certificate in the signature is malformed: {exc}") \
-                    from exc
+            info = _signer_cert(cert_der)
+            if info.issuer_serial == parsed.signer_issuer_serial:
+                signer_der, signer = cert_der, info
+                break
     else:
         for cert_der in certs:
+            info = _signer_cert(cert_der)
             try:
-                key_id = _subject_key_id(certificate_from_der(cert_der))
+                key_id = _subject_key_id(info.cert)
             except ValueError as exc:
                 raise MalformedSignature(f"a certificate in the signature is malformed: {exc}") \
                     from exc
             if key_id == parsed.signer_key_id:
-                signer_der = cert_der
+                signer_der, signer = cert_der, info
                 break
-    if signer_der is None:
+    if signer_der is None or signer is None:
         raise MalformedSignature("the signer certificate is not included in the signature")
-    cert = certificate_from_der(signer_der)
+    if signer.public_key is None:
+        raise MalformedSignature(f"the signer certificate's public key is unusable: "
+                                 f"{signer.key_error}")
+    _check_signature_value(parsed, signer.public_key, signed)
+    others = [_signer_cert(c).cert for c in certs if c is not signer_der] if len(certs) > 1 \
+        else []
     try:
-        public_key = cert.public_key()
-    except (UnsupportedAlgorithm, ValueError) as exc:
-        raise MalformedSignature(f"the signer certificate's public key is unusable: {exc}") \
-            from exc
-    _check_signature_value(parsed, public_key, signed)
-    others = [certificate_from_der(c) for c in certs if c is not signer_der]
-    try:
-        trust.verify_der(signer_der, cert, now=now, purpose=purpose, intermediates=others)
+        trust.verify_der(signer_der, signer.cert, now=now, purpose=purpose, intermediates=others)
     except ValueError as exc:  # a malformed extension, found when first read
         raise MalformedSignature(f"a certificate in the signature is malformed: {exc}") from exc
-    return cert, signing_time
+    return signer, signing_time
 
 
-def bind_member(cert: x509.Certificate, expected_member: ClientId | None) -> ClientId | None:
-    """The member bound into ``cert``; raise ``SignerMismatch`` if it is not ``expected``."""
-    try:
-        member: ClientId | None = member_id_from_certificate(cert)
-    except SignerMismatch:
-        if expected_member is not None:
-            raise
-        member = None
-    if expected_member is not None and member != expected_member.member:
-        raise SignerMismatch(f"the message claims member {expected_member.member} but is "
+def _bind(info: _SignerCert, expected: ClientId | None) -> ClientId | None:
+    member = info.member
+    if expected is None:
+        return member
+    if info.member_error is not None:
+        raise info.member_error
+    if member is None or (member.instance, member.member_class, member.member_code) != (
+            expected.instance, expected.member_class, expected.member_code):
+        raise SignerMismatch(f"the message claims member {expected.member} but is "
                              f"signed with the certificate of {member}")
     return member
 
 
+def bind_member(cert: x509.Certificate, expected_member: ClientId | None) -> ClientId | None:
+    """The member bound into ``cert``; raise ``SignerMismatch`` if it is not ``expected``."""
+    return _bind(_signer_cert(cert.public_bytes(serialization.Encoding.DER)), expected_member)
+
+
+@dataclass(frozen=True)
+class _Verified:
+    signer: _SignerCert
+    signer_der: bytes
+    intermediates: tuple[x509.Certificate, ...]
+    signing_time: datetime | None
+    purpose: Purpose
+
+
+_verified_cache: OrderedDict[tuple[bytes, bytes], _Verified] = OrderedDict()
+
+
 def verify_detached(signature: bytes, content: bytes, trust: TrustStore, now: datetime, *,
                     expected_member: ClientId | None = None,
-                    purpose: Purpose = Purpose.SIGNING) -> VerifiedSignature:
+                    purpose: Purpose = Purpose.SIGNING,
+                    reuse: bool = False) -> VerifiedSignature:
     """Verify a detached CMS signature over ``content`` at time ``now``.
 
     ``expected_member``: the client (member or subsystem) that claims to have signed; the
-    certificate must be bound to its member.
+    certificate must be bound to its member. ``reuse=True`` remembers that this exact
+    signature verified over this exact content (for batch signatures, which many messages
+    share); a repeat then only re-checks the certificate path at ``now`` with ``trust``
+    and the member binding.
     """
+    if reuse:
+        with _cert_lock:
+            hit = _verified_cache.get((signature, content))
+        if hit is not None and hit.purpose is purpose:
+            try:
+                trust.verify_der(hit.signer_der, hit.signer.cert, now=now, purpose=purpose,
+                                 intermediates=hit.intermediates)
+            except ValueError as exc:
+                raise MalformedSignature(f"a certificate in the signature is malformed: "
+                                         f"{exc}") from exc
+            return VerifiedSignature(_bind(hit.signer, expected_member), hit.signer.cert,
+                                     hit.signing_time)
     parsed = parse_signed_data(signature)
     if parsed.content is not None:
         raise MalformedSignature("the signature encapsulates its content; a detached "
                                  "signature is expected")
     if parsed.content_type != ID_DATA:
         raise MalformedSignature(f"content type {parsed.content_type} is not id-data")
-    cert, signing_time = verify_parsed(parsed, content, trust, now, purpose=purpose)
-    return VerifiedSignature(bind_member(cert, expected_member), cert, signing_time)
+    signer, signing_time = _verify_parsed(parsed, content, trust, now, purpose)
+    if reuse:
+        signer_der = next(c for c in parsed.certificates if _signer_cert(c) is signer)
+        others = tuple(_signer_cert(c).cert for c in parsed.certificates if c is not signer_der)
+        with _cert_lock:
+            _verified_cache[(signature, content)] = _Verified(signer, signer_der, others,
+                                                              signing_time, purpose)
+            while len(_verified_cache) > 64:
+                _verified_cache.popitem(last=False)
+    return VerifiedSignature(_bind(signer, expected_member), signer.cert, signing_time)
 
 
 def verify_encapsulated(signature: bytes, trust: TrustStore, now: datetime, *,
@@ -542,8 +763,8 @@ def verify_encapsulated(signature: bytes, trust: TrustStore, now: datetime, *,
         raise MalformedSignature("the signature carries no content")
     if parsed.content_type != content_type:
         raise MalformedSignature(f"content type {parsed.content_type} is not {content_type}")
-    cert, signing_time = verify_parsed(parsed, parsed.content, trust, now, purpose=purpose)
-    return VerifiedSignature(bind_member(cert, None), cert, signing_time), parsed.content
+    signer, signing_time = _verify_parsed(parsed, parsed.content, trust, now, purpose)
+    return VerifiedSignature(_bind(signer, None), signer.cert, signing_time), parsed.content
 
 
 def utc_now() -> datetime:

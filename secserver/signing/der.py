@@ -9,6 +9,7 @@ pyasn1-modules, which also cross-checks what this module writes.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 # Universal tags.
@@ -41,6 +42,10 @@ def tlv(tag: int, content: bytes) -> bytes:
     n = len(content)
     if n < 0x80:
         return bytes((tag, n)) + content
+    if n < 0x100:
+        return bytes((tag, 0x81, n)) + content
+    if n < 0x10000:
+        return bytes((tag, 0x82, n >> 8, n & 0xFF)) + content
     return bytes((tag,)) + length(n) + content
 
 
@@ -74,6 +79,7 @@ def boolean(value: bool) -> bytes:
     return b"\x01\x01\xff" if value else b"\x01\x01\x00"
 
 
+@functools.lru_cache(maxsize=256)
 def oid(dotted: str) -> bytes:
     return tlv(OID, oid_content(dotted))
 
@@ -93,12 +99,26 @@ def oid_content(dotted: str) -> bytes:
     return bytes(out)
 
 
+_time_cache: dict[datetime, bytes] = {}
+
+
 def time(value: datetime) -> bytes:
     """RFC 5280 / 5652 Time: UTCTime for 1950-2049, GeneralizedTime otherwise (whole seconds)."""
-    value = value.astimezone(UTC)
-    if 1950 <= value.year < 2050:
-        return tlv(UTC_TIME, value.strftime("%y%m%d%H%M%SZ").encode("ascii"))
-    return tlv(GENERALIZED_TIME, value.strftime("%Y%m%d%H%M%SZ").encode("ascii"))
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    key = value.replace(microsecond=0)
+    cached = _time_cache.get(key)
+    if cached is not None:
+        return cached
+    text = f"{key.month:02d}{key.day:02d}{key.hour:02d}{key.minute:02d}{key.second:02d}Z"
+    if 1950 <= key.year < 2050:
+        encoded = b"\x17\x0d" + f"{key.year % 100:02d}{text}".encode("ascii")
+    else:
+        encoded = b"\x18\x0f" + f"{key.year:04d}{text}".encode("ascii")
+    if len(_time_cache) > 64:
+        _time_cache.clear()
+    _time_cache[key] = encoded
+    return encoded
 
 
 def generalized_time(value: datetime) -> bytes:
@@ -159,7 +179,9 @@ def children(data: bytes, start: int, end: int) -> list[tuple[int, int, int, int
     return out
 
 
+@functools.lru_cache(maxsize=1024)
 def read_oid(content: bytes) -> str:
+    """The dotted form of an OID's content bytes (cached: the same few OIDs recur)."""
     if not content or content[-1] & 0x80:
         raise DerError("malformed object identifier")
     arcs: list[int] = []
@@ -194,25 +216,26 @@ def read_time(tag: int, content: bytes) -> datetime:
     if not text.endswith("Z"):
         raise DerError(f"time {text!r} does not end in Z (UTC)")
     body = text[:-1]
+    micro = 0
+    if tag == UTC_TIME:
+        if len(body) != 12 or not body.isdigit() or not body.isascii():
+            raise DerError(f"UTCTime {text!r} is not YYMMDDHHMMSSZ")
+        year = int(body[:2])
+        year += 1900 if year >= 50 else 2000  # RFC 5280: YY >= 50 means 19YY
+        rest = body[2:]
+    elif tag == GENERALIZED_TIME:
+        main, dot, frac = body.partition(".")
+        if len(main) != 14 or not main.isdigit() or not main.isascii() or (dot and (
+                not frac or not frac.isdigit() or not frac.isascii() or frac.endswith("0"))):
+            raise DerError(f"GeneralizedTime {text!r} is not YYYYMMDDHHMMSS[.f]Z")
+        year = int(main[:4])
+        rest = main[4:]
+        if frac:
+            micro = int(frac[:6].ljust(6, "0"))
+    else:
+        raise DerError(f"expected a time, found tag 0x{tag:02x}")
     try:
-        if tag == UTC_TIME:
-            if len(body) != 12:
-                raise DerError(f"UTCTime {text!r} is not YYMMDDHHMMSSZ")
-            parsed = datetime.strptime(body, "%y%m%d%H%M%S")
-            # RFC 5280: YY >= 50 means 19YY.
-            if parsed.year >= 2050:
-                parsed = parsed.replace(year=parsed.year - 100)
-        elif tag == GENERALIZED_TIME:
-            main, _, frac = body.partition(".")
-            if len(main) != 14 or (frac and (not frac.isdigit() or frac.endswith("0"))):
-                raise DerError(f"GeneralizedTime {text!r} is not YYYYMMDDHHMMSS[.f]Z")
-            parsed = datetime.strptime(main, "%Y%m%d%H%M%S")
-            if frac:
-                parsed = parsed.replace(microsecond=int(frac[:6].ljust(6, "0")))
-        else:
-            raise DerError(f"expected a time, found tag 0x{tag:02x}")
+        return datetime(year, int(rest[0:2]), int(rest[2:4]), int(rest[4:6]), int(rest[6:8]),
+                        int(rest[8:10]), micro, tzinfo=UTC)
     except ValueError as exc:
-        if isinstance(exc, DerError):
-            raise
         raise DerError(f"time {text!r} is not valid: {exc}") from exc
-    return parsed.replace(tzinfo=UTC)

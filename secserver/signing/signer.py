@@ -82,9 +82,9 @@ class SignatureBlob:
             start, end = der.expect(data, 0, der.SEQUENCE, "signature")
             if end != len(data):
                 raise der.DerError("trailing bytes after the signature")
+            if start < end and data[start] == der.OID:
+                return cls(data)  # a CMS ContentInfo; parsed when verified
             items = der.children(data, start, end)
-            if items and items[0][0] == der.OID:
-                return cls(data)
             if len(items) != 5 or [t[0] for t in items[:4]] != [der.INTEGER] * 3 + [der.SEQUENCE]:
                 raise der.DerError("neither a CMS ContentInfo nor a batch signature")
             version, index, size = (der.read_integer(data[t[2]:t[3]]) for t in items[:3])
@@ -126,7 +126,8 @@ def verify_message(document_bytes: bytes, signature_blob: bytes, trust: TrustSto
         proof = blob.batch
         root = root_from_path(document_bytes, proof.index, proof.size, proof.path)
         content = batch_root_document(root, proof.size)
-    verified = verify_detached(blob.cms, content, trust, now, expected_member=expected_member)
+    verified = verify_detached(blob.cms, content, trust, now, expected_member=expected_member,
+                               reuse=blob.batch is not None)
     return VerifiedMessage(verified.member, verified.certificate, verified.signing_time,
                            blob.batch)
 

@@ -11,7 +11,6 @@ the chain's joint validity window. Revocation (CRL/OCSP) is not checked.
 from __future__ import annotations
 
 import enum
-import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -175,7 +174,7 @@ class TrustStore:
                    purpose: Purpose,
                    intermediates: Sequence[x509.Certificate] = ()) -> tuple[x509.Certificate, ...]:
         """As ``verify``, when the caller already has the DER bytes of ``cert``."""
-        key = (hashlib.sha256(der).digest(), purpose)
+        key = (der, purpose)
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:

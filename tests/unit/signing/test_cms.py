@@ -6,12 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pki_fixtures import Issued, make_ca, make_leaf
 from pyasn1.codec.der import decoder, encoder
 from pyasn1_modules import rfc5652
 
 from secserver.identifiers import ClientId, ServerId
-from secserver.signing import cms
+from secserver.signing import cms, der
 from secserver.signing.errors import (
     CertificateExpired,
     CertificateNotYetValid,
@@ -170,3 +171,16 @@ def test_signing_time_forms(ca: Issued, trust: TrustStore) -> None:
     signature = cms.sign_detached(DOC, leaf.key, leaf.cert, signing_time=late)
     assert b"\x18\x0f20510304050607Z" in signature  # GeneralizedTime after 2049
     assert cms.verify_detached(signature, DOC, trust, NOW).signing_time == late
+
+
+def test_fast_parser_agrees_with_general_parser(signer: cms.CmsSigner) -> None:
+    for i in range(20):
+        signature = signer.sign(DOC + bytes([i]), signing_time=NOW + timedelta(seconds=i))
+        fast = cms._parse_common(signature)
+        is_pss = signer.rsa_padding == "pss" and isinstance(signer.key, rsa.RSAPrivateKey)
+        assert (fast is None) == is_pss
+        assert fast is None or fast == cms._parse(signature)
+    # Anything unusual takes the general path.
+    assert cms._parse_common(signer.sign(DOC, signing_time=NOW, detached=False)) is None
+    assert cms._parse_common(signer.sign(DOC, signing_time=NOW, extra_attributes=[
+        cms.attribute("1.2.3.4", der.null())])) is None

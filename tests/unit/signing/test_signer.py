@@ -14,11 +14,13 @@ from secserver.identifiers import ClientId
 from secserver.signing import der
 from secserver.signing.cms import verify_detached
 from secserver.signing.errors import (
+    CertificateExpired,
     DigestMismatch,
     InvalidSignature,
     KeyUnavailable,
     MalformedSignature,
     SignerMismatch,
+    UntrustedCertificate,
 )
 from secserver.signing.merkle import InclusionProofError, merkle_root
 from secserver.signing.pki import init_dev_pki, member_subject
@@ -218,3 +220,20 @@ def test_from_config_and_errors(tmp_path: Path) -> None:
         Signer.from_config(load_config(empty))
     with pytest.raises(KeyUnavailable, match="batch mode"):
         Signer(signer._cms.key, signer.certificate, batch="sometimes")  # type: ignore[arg-type]
+
+
+def test_batch_reuse_still_checks_time_trust_and_member(ec_leaf: Issued,
+                                                        trust: TrustStore) -> None:
+    signer = Signer(ec_leaf.key, ec_leaf.cert, clock=lambda: NOW)
+    documents = docs(4)
+    blobs = signer.sign_many(documents)
+    for doc, blob in zip(documents, blobs, strict=True):  # the first fills the cache
+        assert verify_message(doc, blob, trust, NOW, TOYONO).member == TOYONO
+    with pytest.raises(UntrustedCertificate):
+        verify_message(documents[1], blobs[1], TrustStore([make_ca("Stranger").cert]), NOW)
+    with pytest.raises(CertificateExpired):
+        verify_message(documents[1], blobs[1], trust, datetime(2041, 1, 1, tzinfo=UTC))
+    with pytest.raises(SignerMismatch):
+        verify_message(documents[1], blobs[1], trust, NOW, ClientId("JP-DEV", "COM", "OTTA"))
+    with pytest.raises(DigestMismatch):
+        verify_message(documents[2], blobs[1], trust, NOW)
