@@ -337,12 +337,10 @@ def split_ranges(start: int, end: int, boundaries: list[int], parts: int
     return ranges
 
 
-def _verify_range_in_worker(config_path: str, from_seq: int, to_seq: int | None,
+def _verify_range_in_worker(config: NodeConfig, from_seq: int, to_seq: int | None,
                             signatures: bool) -> VerifyReport:
-    from secserver.config import load_config
-
-    return verify_range(load_config(config_path), from_seq=from_seq, to_seq=to_seq,
-                        signatures=signatures, signature_workers=0)
+    return verify_range(config, from_seq=from_seq, to_seq=to_seq, signatures=signatures,
+                        signature_workers=0)
 
 
 def merge_reports(reports: list[VerifyReport]) -> VerifyReport:
@@ -403,7 +401,7 @@ def verify_node_log(config: NodeConfig, *, from_seq: int | None = None,
     done = 0
     with ProcessPoolExecutor(len(ranges), mp_context=multiprocessing.get_context("spawn")
                              ) as pool:
-        futures = [pool.submit(_verify_range_in_worker, str(config.path), a, b, signatures)
+        futures = [pool.submit(_verify_range_in_worker, config, a, b, signatures)
                    for a, b in ranges]
         reports = []
         for (a, b), future in zip(ranges, futures, strict=True):
