@@ -18,6 +18,7 @@ signer identification by issuer/serial or subject key identifier, so signatures 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from collections import OrderedDict
@@ -69,7 +70,10 @@ ID_ECDSA_SHA512 = "1.2.840.10045.4.3.4"
 _HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
     ID_SHA256: hashes.SHA256, ID_SHA384: hashes.SHA384, ID_SHA512: hashes.SHA512,
 }
-_HASHLIB = {ID_SHA256: "sha256", ID_SHA384: "sha384", ID_SHA512: "sha512"}
+_HASHLIB = {ID_SHA256: hashlib.sha256, ID_SHA384: hashlib.sha384, ID_SHA512: hashlib.sha512}
+_HASH_OBJECTS: dict[str, hashes.HashAlgorithm] = {oid: cls() for oid, cls in _HASHES.items()}
+_ECDSA_OBJECTS = {oid: ec.ECDSA(alg) for oid, alg in _HASH_OBJECTS.items()}
+_PKCS1V15 = padding.PKCS1v15()
 _RSA_SIG_HASH = {ID_SHA256_WITH_RSA: ID_SHA256, ID_SHA384_WITH_RSA: ID_SHA384,
                  ID_SHA512_WITH_RSA: ID_SHA512}
 _ECDSA_SIG_HASH = {ID_ECDSA_SHA256: ID_SHA256, ID_ECDSA_SHA384: ID_SHA384,
@@ -542,6 +546,16 @@ def _alg_oid(data: bytes, item: tuple[int, int, int, int]) -> str:
     return der.read_oid(data[parts[0][2]:parts[0][3]])
 
 
+@functools.lru_cache(maxsize=256)
+def _time_value(value: bytes) -> datetime:
+    """A signingTime attribute value (UTCTime or GeneralizedTime TLV); cached, since
+    signatures made in the same second carry the same bytes."""
+    tag, start, end = der.read(value)
+    if end != len(value):
+        raise der.DerError("trailing bytes after signingTime")
+    return der.read_time(tag, value[start:end])
+
+
 def _single(parsed: ParsedSignedData, attr_oid: str, name: str) -> bytes | None:
     values = parsed.attributes.get(attr_oid)
     if values is None:
@@ -585,7 +599,7 @@ def _pss_padding(params: bytes, digest_oid: str) -> padding.PSS:
 def _check_signature_value(parsed: ParsedSignedData, public_key: CertificatePublicKeyTypes,
                            signed: bytes) -> None:
     digest_oid = parsed.digest_oid
-    hash_alg = _HASHES[digest_oid]()
+    hash_alg = _HASH_OBJECTS[digest_oid]
     alg = parsed.signature_alg
     try:
         if isinstance(public_key, ec.EllipticCurvePublicKey):
@@ -593,13 +607,13 @@ def _check_signature_value(parsed: ParsedSignedData, public_key: CertificatePubl
                     (alg not in _ECDSA_SIG_HASH and alg != "1.2.840.10045.2.1"):
                 raise MalformedSignature(f"signature algorithm {alg} does not fit an EC key "
                                          "with the signer's digest algorithm")
-            public_key.verify(parsed.signature, signed, ec.ECDSA(hash_alg))
+            public_key.verify(parsed.signature, signed, _ECDSA_OBJECTS[digest_oid])
         elif isinstance(public_key, rsa.RSAPublicKey):
             if alg == ID_RSASSA_PSS:
                 public_key.verify(parsed.signature, signed,
                                   _pss_padding(parsed.signature_params, digest_oid), hash_alg)
             elif alg == ID_RSA_ENCRYPTION or _RSA_SIG_HASH.get(alg) == digest_oid:
-                public_key.verify(parsed.signature, signed, padding.PKCS1v15(), hash_alg)
+                public_key.verify(parsed.signature, signed, _PKCS1V15, hash_alg)
             else:
                 raise MalformedSignature(f"signature algorithm {alg} does not fit an RSA key "
                                          "with the signer's digest algorithm")
@@ -636,11 +650,10 @@ def _verify_parsed(parsed: ParsedSignedData, content: bytes, trust: TrustStore, 
             d_start, d_end = der.expect(digest_value, 0, der.OCTET_STRING, "messageDigest")
             stime = _single(parsed, ID_SIGNING_TIME, "signingTime")
             if stime is not None:
-                t_tag, t_start, t_end = der.read(stime)
-                signing_time = der.read_time(t_tag, stime[t_start:t_end])
+                signing_time = _time_value(stime)
         except der.DerError as exc:
             raise MalformedSignature(f"signed attribute is malformed: {exc}") from exc
-        actual = hashlib.new(_HASHLIB[parsed.digest_oid], content).digest()
+        actual = _HASHLIB[parsed.digest_oid](content).digest()
         if digest_value[d_start:d_end] != actual:
             raise DigestMismatch("the signed message digest does not match the content: the "
                                  "signed document or body was altered, or is not the one signed")

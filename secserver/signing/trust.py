@@ -11,8 +11,6 @@ the chain's joint validity window. Revocation (CRL/OCSP) is not checked.
 from __future__ import annotations
 
 import enum
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -142,15 +140,15 @@ class _Validated:
 
 
 class TrustStore:
-    """The CAs a node trusts, with a cache of validated chains. Thread-safe."""
+    """The CAs a node trusts, with a cache of validated chains (cleared when full).
+    Thread-safe."""
 
     def __init__(self, cas: Iterable[x509.Certificate]) -> None:
         self.cas: tuple[x509.Certificate, ...] = tuple(cas)
         if not self.cas:
             raise UntrustedCertificate("the trust store is empty; configure [trust] ca_files")
         self._anchor_der = {c.public_bytes(serialization.Encoding.DER) for c in self.cas}
-        self._cache: OrderedDict[tuple[bytes, Purpose], _Validated] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: dict[tuple[bytes, Purpose], _Validated] = {}
 
     @classmethod
     def from_files(cls, paths: Iterable[Path | str]) -> TrustStore:
@@ -175,17 +173,13 @@ class TrustStore:
                    intermediates: Sequence[x509.Certificate] = ()) -> tuple[x509.Certificate, ...]:
         """As ``verify``, when the caller already has the DER bytes of ``cert``."""
         key = (der, purpose)
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
+        hit = self._cache.get(key)  # dict reads and writes are atomic: no lock needed
         if hit is not None and hit.not_before <= now <= hit.not_after:
             return hit.chain
         validated = self._validate(cert, der, now, purpose, intermediates)
-        with self._lock:
-            self._cache[key] = validated
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
+        if len(self._cache) >= CACHE_SIZE:
+            self._cache.clear()
+        self._cache[key] = validated
         return validated.chain
 
     def _validate(self, cert: x509.Certificate, der: bytes, now: datetime, purpose: Purpose,
