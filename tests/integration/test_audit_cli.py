@@ -1,0 +1,85 @@
+"""`secserver audit` as a real process: show, verify ranges, usage errors, archive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "audit"))
+
+from audit_support import node_config, write_sample_log
+
+from secserver.config import NodeConfig
+from secserver.signing.pki import init_dev_pki
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("pki")
+    init_dev_pki(directory)
+    return directory
+
+
+@pytest.fixture
+def config(migrated_url: str, tmp_path: Path, pki: Path) -> NodeConfig:
+    cfg = node_config(tmp_path / "node", migrated_url, pki, checkpoint_records=4)
+    asyncio.run(write_sample_log(cfg, pki, exchanges=6))
+    return cfg
+
+
+def audit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "secserver", "audit", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_show(config: NodeConfig) -> None:
+    done = audit("show", "--config", str(config.path), "--id", "m-2", "--json")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert [r["fields"]["direction"] for r in shown["records"]] == ["request", "response"]
+    assert all(r["checkpoint"] is not None and r["body"].startswith('{"tag": 2')
+               for r in shown["records"])
+    text = audit("show", "--config", str(config.path), "--id", "m-2")
+    assert "record " in text.stdout and "path: /tags/2" in text.stdout
+    missing = audit("show", "--config", str(config.path), "--id", "nope")
+    assert missing.returncode == 1
+    assert "no log record of message 'nope'" in missing.stderr
+
+
+def test_verify_ranges_and_usage(config: NodeConfig) -> None:
+    done = audit("verify", "--config", str(config.path), "--from", "6", "--to", "9", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["first_seq"] <= 6 and report["last_seq"] >= 9 and report["ok"]
+    assert report["records"] < 20  # only the batches around 6..9
+    plain = audit("verify", "--config", str(config.path))
+    assert plain.returncode == 0 and "log verified: no problem found" in plain.stdout
+    bad = audit("verify", "--config", str(config.path), "--from", "9", "--to", "3")
+    assert bad.returncode == 2 and "--to must not be smaller than --from" in bad.stderr
+
+
+def test_export_needs_a_timestamp(config: NodeConfig, tmp_path: Path) -> None:
+    done = audit("export", "--config", str(config.path), "--id", "m-1", "--out",
+                 str(tmp_path / "b.zip"))
+    assert done.returncode == 1
+    assert "has no timestamp yet" in done.stderr
+
+
+def test_archive_command(config: NodeConfig, tmp_path: Path) -> None:
+    before = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    done = audit("archive", "--config", str(config.path), "--before", before, "--out",
+                 str(tmp_path / "archive"), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["first_seq"] == 1 and Path(result["path"]).is_file()
+    verify = audit("verify", "--config", str(config.path), "--json")
+    assert json.loads(verify.stdout)["records"] == result["last_seq"]
+    assert verify.returncode == 0
