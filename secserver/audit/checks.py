@@ -258,7 +258,8 @@ def _archive_records(entries: list[ArchiveEntry], plan: LogRange, tokens: dict[i
                            f"is damaged: {exc.message}"))
 
 
-PARALLEL_MIN_RECORDS = 50_000  # smaller logs are verified in one process
+PARALLEL_MIN_RECORDS = 50_000  # smaller logs are verified in one process ...
+PARALLEL_MIN_SIGNED = 2_000  # ... unless message signatures make them worth spreading
 
 
 def verify_range(config: NodeConfig, *, from_seq: int | None = None,
@@ -389,7 +390,7 @@ def verify_node_log(config: NodeConfig, *, from_seq: int | None = None,
     finally:
         engine.dispose()
     total = last - plan.start + 1
-    if workers < 2 or total < PARALLEL_MIN_RECORDS:
+    if workers < 2 or total < (PARALLEL_MIN_SIGNED if signatures else PARALLEL_MIN_RECORDS):
         return verify_range(config, from_seq=from_seq, to_seq=to_seq, signatures=signatures,
                             progress=progress, signature_workers=workers)
     ranges = split_ranges(plan.start, last, boundaries, workers)

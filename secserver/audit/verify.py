@@ -28,12 +28,28 @@ from datetime import datetime
 from typing import Any
 
 from secserver.audit.chain import GENESIS
-from secserver.audit.records import FORMAT_VERSION, escape, evidence_tail, parse_fields, parse_time
+from secserver.audit.records import (
+    FORMAT_VERSION,
+    escape,
+    evidence_tail,
+    parse_fields,
+    parse_time,
+    unescape,
+)
 from secserver.audit.store import StoredRecord
 from secserver.signing.merkle import merkle_root
 
 _sha256 = hashlib.sha256
 
+
+
+def _field(content: bytes, name: bytes) -> str:
+    """One field's raw (escaped) value, found without parsing the whole record."""
+    start = content.find(b"\n" + name + b": ")
+    if start < 0:
+        return ""
+    start += len(name) + 3
+    return content[start:content.index(b"\n", start)].decode()
 
 
 def _tail(body: bytes | None, document: bytes | None, signature: bytes | None) -> bytes:
@@ -238,11 +254,12 @@ class ChainVerifier:
 
     def _sink(self, r: StoredRecord) -> None:
         assert self.signature_sink is not None and r.signature and r.signed_document
-        fields = parse_fields(r.content)
-        if fields.get("error-code"):
+        content = r.content
+        if _field(content, b"error-code"):
             return  # refused messages keep the signature they arrived with
-        self.signature_sink(SignatureJob(r.seq, r.at, fields["direction"], fields["client"],
-                                         fields["service"], r.signed_document, r.signature))
+        self.signature_sink(SignatureJob(
+            r.seq, r.at, _field(content, b"direction"), unescape(_field(content, b"client")),
+            unescape(_field(content, b"service")), r.signed_document, r.signature))
 
     def _feed_full(self, r: StoredRecord) -> None:
         seq, content = r.seq, r.content

@@ -59,6 +59,7 @@ def test_parallel_ranges_find_what_one_process_finds(migrated_url: str, tmp_path
     asyncio.run(write_sample_log(config, pki, exchanges=30))
     single = verify_node_log(config, workers=1)
     monkeypatch.setattr(checks, "PARALLEL_MIN_RECORDS", 10)
+    monkeypatch.setattr(checks, "PARALLEL_MIN_SIGNED", 10)
     merged: list[int] = []
 
     def counting_merge(reports: list[VerifyReport]) -> VerifyReport:
