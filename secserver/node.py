@@ -34,7 +34,7 @@ from secserver.acl.snapshot import RegistryWatcher
 from secserver.audit.writer import LogWriter
 from secserver.config import NodeConfig, read_secret
 from secserver.db import migrate
-from secserver.db.engine import make_async_engine
+from secserver.db.engine import is_sqlite, make_async_engine
 from secserver.errors import ConfigError
 from secserver.routing import consumer, provider
 from secserver.routing.backend import make_session
@@ -141,7 +141,14 @@ class Node:
         signer = Signer.from_config(config)
         writer = LogWriter(config, engine=self.engine)
         await writer.start()
-        replay = ReplayGuard(self.engine)
+        replay_engine = self.engine
+        if is_sqlite(config.database_url):
+            # its own file: replay commits must not queue behind the log's write lock
+            replay_url = f"sqlite:///{config.node.data_dir / 'replay.db'}"
+            await asyncio.to_thread(migrate.upgrade, replay_url)
+            replay_engine = make_async_engine(replay_url)
+            self._closers.append(replay_engine.dispose)
+        replay = ReplayGuard(replay_engine)
         await replay.start()
         peers = PeerPool(peer_tls_context(server_cert, server_key, password, cas),
                          idle_timeout=max(1.0, config.limits.header_timeout / 2))

@@ -11,6 +11,7 @@ and returned. Refused and failed exchanges are logged too.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -129,7 +130,6 @@ async def _serve(request: web.Request, node: ExchangeNode, peer: ServerEntry,
     documents.verify(document, signature, node.trust, now, exchange.client)
     signed = documents.check_request(document, exchange, body, now, REPLAY_WINDOW)
     assert exchange.message_id is not None
-    await node.replay.check_and_record(str(exchange.client), exchange.message_id, time.time())
     snapshot = node.registry()
     service = snapshot.service(exchange.service)
     if service is None or snapshot.local_subsystem(exchange.service.provider) is None:
@@ -139,9 +139,14 @@ async def _serve(request: web.Request, node: ExchangeNode, peer: ServerEntry,
                       exchange.path, exchange.data_subject, now)
     if not decision.allowed:
         raise AccessDenied(f"access denied: {decision.reason}")
-    await node.append_log(trace.record("request", at=now, body=body, reason=decision.reason,
-                                       signed_document=document, signature=signature,
-                                       body_policy=service.log_body))
+    durable = node.replay.reserve(str(exchange.client), exchange.message_id, time.time())
+    logged = node.append_log(trace.record("request", at=now, body=body,
+                                          reason=decision.reason, signed_document=document,
+                                          signature=signature, body_policy=service.log_body))
+    results = await asyncio.gather(durable, logged, return_exceptions=True)
+    for result in results:  # replay first: a replay is refused even if logging failed
+        if isinstance(result, BaseException):
+            raise result
     headers = list(exchange.headers)
     headers += [(h.X_CLIENT, str(exchange.client)), (h.X_ID, exchange.message_id)]
     url = service.backend_url if exchange.kind == "soap" \

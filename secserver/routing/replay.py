@@ -3,8 +3,10 @@
 Ids are remembered in memory (immediate refusal of a duplicate, even one still in flight)
 and in the ``exchange_seen_messages`` table, so a replay is refused across restarts and
 across nodes sharing one database. Inserts are grouped: concurrent requests share one
-transaction. Messages signed more than ``window`` seconds ago are refused by the provider
-anyway, so rows older than the window are pruned.
+transaction, and the provider awaits it together with the request's log record. On
+SQLite the table lives in its own database file (``data_dir/replay.db``) so its commits
+never wait for the message log's write lock. Messages signed more than ``window`` seconds
+ago are refused by the provider anyway, so rows older than the window are pruned.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -32,6 +35,11 @@ seen_messages = sa.Table(
 )
 
 Key = tuple[str, str]
+
+
+def _duplicate(client: str, message_id: str) -> DuplicateMessageId:
+    return DuplicateMessageId(f"message id {message_id!r} of client {client} was already "
+                              "received; every message needs a new id")
 
 
 class ReplayGuard:
@@ -62,19 +70,31 @@ class ReplayGuard:
                 future.set_exception(InternalError("the node is shutting down"))
         self._pending.clear()
 
-    async def check_and_record(self, client: str, message_id: str, now: float) -> None:
+    def reserve(self, client: str, message_id: str, now: float) -> Awaitable[None]:
+        # the returned coroutine must be awaited: call reserve only right before that
+        """Refuse a duplicate known here at once; return the durable check to await.
+
+        The returned awaitable raises DuplicateMessageId when another node sharing the
+        database saw the id first. Await it (together with the request's log record)
+        before anything is forwarded.
+        """
         key = (client, message_id)
         seen = self._memory.get(key)
         if seen is not None and now - seen < self._window:
-            raise DuplicateMessageId(f"message id {message_id!r} of client {client} was "
-                                     "already received; every message needs a new id")
+            raise _duplicate(client, message_id)
         self._memory[key] = now
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((key, now, future))
         self._wakeup.set()
+        return self._settle(future, client, message_id)
+
+    async def _settle(self, future: asyncio.Future[bool], client: str,
+                      message_id: str) -> None:
         if not await future:
-            raise DuplicateMessageId(f"message id {message_id!r} of client {client} was "
-                                     "already received; every message needs a new id")
+            raise _duplicate(client, message_id)
+
+    async def check_and_record(self, client: str, message_id: str, now: float) -> None:
+        await self.reserve(client, message_id, now)
 
     async def _run(self) -> None:
         while True:
