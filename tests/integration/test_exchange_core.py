@@ -186,3 +186,21 @@ def test_root_has_no_secrets_in_errors(exchange: Exchange, tmp_path: Path) -> No
     text = answer.body.decode()
     assert "Traceback" not in text and "PRIVATE KEY" not in text
     assert str(exchange.backend_port) not in text
+
+
+@pytest.mark.postgres
+def test_exchange_on_postgresql(tmp_path: Path, postgres_server: str) -> None:
+    from postgres import create_database
+
+    consumer_env = {"SECSERVER_DATABASE_URL": create_database(postgres_server)}
+    provider_env = {"SECSERVER_DATABASE_URL": create_database(postgres_server)}
+    with running_exchange(tmp_path, consumer_env=consumer_env,
+                          provider_env=provider_env) as pg:
+        answer = pg.call("POST", pg.rest_target(ECHO, "/pg"), body=b"{}",
+                         headers={"Content-Type": "application/json", "X-Road-Id": "pg-1"})
+        assert answer.status == 200, answer.body
+        again = pg.call("POST", pg.rest_target(ECHO, "/pg"), body=b"{}",
+                        headers={"X-Road-Id": "pg-1"})
+        assert again.header("X-Road-Error") == "Server.ServerProxy.DuplicateMessageId"
+        denied = pg.call("GET", pg.rest_target(LIMITED, "/private/x"))
+        assert denied.header("X-Road-Error") == "Server.ServerProxy.AccessDenied"
