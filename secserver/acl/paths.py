@@ -78,13 +78,17 @@ def _check_decoded(segment: str, raw: str) -> None:
         if char == "\\":
             raise InvalidPath(f"path {raw!r} contains a backslash (or %5C); refused as "
                               "ambiguous")
-        if unicodedata.category(char)[0] == "C":
+        category = unicodedata.category(char)
+        if category[0] == "C" or category in ("Zl", "Zp"):
             raise InvalidPath(f"path {raw!r} contains the control character "
                               f"U+{ord(char):04X}")
     if _ENCODED.search(segment):
         raise InvalidPath(f"path {raw!r} is percent-encoded twice (%25 followed by hex "
                           "digits); refused as ambiguous")
-    if segment.split(";", 1)[0] in (".", ".."):
+    # A dot segment also when a backend trims white space, drops ';' parameters or
+    # folds compatibility characters (U+FF0E fullwidth full stop is '.' under NFKC).
+    core = segment.split(";", 1)[0]
+    if {core, core.strip(), unicodedata.normalize("NFKC", core).strip()} & {".", ".."}:
         raise InvalidPath(f"path {raw!r} contains a dot segment {segment!r}; send the "
                           "resolved path instead")
     if segment.strip() == "" and segment:

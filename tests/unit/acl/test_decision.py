@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -240,12 +241,13 @@ def test_snapshot_lookups() -> None:
 
 
 def _lenient_backend_view(raw: str) -> str:
-    """How a careless backend might read a path: decode twice, backslash as '/', drop
-    ';' parameters and empty segments, resolve dot segments."""
+    """How a careless backend might read a path: decode twice, backslash as '/', NFKC,
+    drop ';' parameters, trim white space, drop empty segments, resolve dot segments."""
     from urllib.parse import unquote
 
     text = unquote(unquote(raw.split("?")[0].split("#")[0], errors="replace"),
                    errors="replace").replace("\\", "/")
+    text = unicodedata.normalize("NFKC", text)
     segments: list[str] = []
     for segment in text.split("/"):
         segment = segment.split(";")[0].strip()
@@ -262,7 +264,7 @@ def _lenient_backend_view(raw: str) -> str:
 _TRICKY = st.sampled_from([
     "public", "private", "a", "..", ".", "%2e", "%2E%2e", "%2f", "%2F", "%5c", "\\", "/",
     "//", ";", "..;", "%00", "%25", "%252e", "%252f", "%3b", "%u002e", "?", "#", " ",
-    "%c0%ae", "%e2%80%a8", "*", "~", "%7e",
+    "%c0%ae", "%e2%80%a8", "%c2%a0", "%20", "%ef%bc%8e", "%e2%80%a4", "*", "~", "%7e",
 ])
 
 

@@ -69,6 +69,11 @@ def test_normalises(raw: str, expected: str) -> None:
     ("/a#frag", "without query"),
     ("/%252e%252e/admin", "percent-encoded twice"),
     ("/a%252Fb", "percent-encoded twice"),
+    ("/public/..%e2%80%a8/x", "control character"),  # U+2028 line separator
+    ("/public/..%20/x", "dot segment"),  # '.. ' trimmed by a backend
+    ("/public/%ef%bc%8e%ef%bc%8e/x", "dot segment"),  # fullwidth dots, NFKC '..'
+    ("/public/%e2%80%a4%e2%80%a4/x", "dot segment"),  # one-dot leaders, NFKC '..'
+
 ])
 def test_refuses_ambiguous_paths(raw: str, fragment: str) -> None:
     with pytest.raises(InvalidPath, match=fragment) as info:
