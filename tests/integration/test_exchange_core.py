@@ -204,3 +204,84 @@ def test_exchange_on_postgresql(tmp_path: Path, postgres_server: str) -> None:
         assert again.header("X-Road-Error") == "Server.ServerProxy.DuplicateMessageId"
         denied = pg.call("GET", pg.rest_target(LIMITED, "/private/x"))
         assert denied.header("X-Road-Error") == "Server.ServerProxy.AccessDenied"
+
+
+def issue_client_certificate(pki: Path, folder: Path, name: str) -> tuple[Path, Path, str]:
+    """An information system's TLS client certificate from the development CA."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography.hazmat.primitives import serialization
+
+    from secserver.signing.keys import load_certificate, load_private_key
+    from secserver.signing.pki import generate_key, issue_certificate, plain_subject
+
+    now = datetime.now(UTC)
+    key = generate_key("ec-p256")
+    certificate = issue_certificate(
+        subject=plain_subject("JP-DEV", name), public_key=key.public_key(),
+        issuer_key=load_private_key(pki / "ca/ca.key"), issuer=load_certificate(pki / "ca/ca.crt"),
+        profile="tls", not_before=now - timedelta(hours=1), not_after=now + timedelta(days=1))
+    cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    return cert_path, key_path, hashlib.sha256(der).hexdigest()
+
+
+def test_client_port_over_tls_with_pinned_client_certificate(tmp_path: Path) -> None:
+    import http.client
+    import ssl
+    import time
+
+    from exchange_harness import PINNED
+
+    from secserver.acl import registry
+    from secserver.demo.registration import node_session
+
+    root = tmp_path / "tls"
+    server_dir = root / "pki/servers/GOV.TOYONO.SS1"
+    env = {"SECSERVER_CLIENT_TLS": "true",
+           "SECSERVER_CLIENT_CERT_FILE": str(server_dir / "tls.crt"),
+           "SECSERVER_CLIENT_KEY_FILE": str(server_dir / "tls.key")}
+    with running_exchange(root, consumer_env=env, start_nodes=False) as tls:
+        good_cert, good_key, fingerprint = issue_client_certificate(tls.layout.pki, tmp_path,
+                                                                    "is-good")
+        other_cert, other_key, _ = issue_client_certificate(tls.layout.pki, tmp_path, "is-other")
+        with node_session(tls.config(tls.layout.toyono)) as session:
+            registry.update_subsystem(session, "tests", PINNED, tls_cert_sha256=fingerprint)
+        with node_session(tls.config(tls.layout.otta)) as session:
+            registry.grant(session, "tests", str(PINNED), ECHO)
+        tls.provider = tls.start_node(tls.layout.otta)
+        # /healthz is on the plain admin port; the client port now speaks TLS only
+        tls.consumer = tls.start_node(tls.layout.toyono)
+
+        def call(cert: tuple[Path, Path] | None) -> tuple[int, str | None]:
+            context = ssl.create_default_context(cafile=str(tls.layout.pki / "ca/ca.crt"))
+            if cert is not None:
+                context.load_cert_chain(*cert)
+            connection = http.client.HTTPSConnection("127.0.0.1", tls.consumer_port,
+                                                     context=context, timeout=30)
+            try:
+                connection.request("GET", tls.rest_target(ECHO, "/tls"),
+                                   headers={"X-Road-Client": str(PINNED)})
+                response = connection.getresponse()
+                response.read()
+                return response.status, response.getheader("X-Road-Error")
+            finally:
+                connection.close()
+
+        time.sleep(0.5)  # the registry change is picked up within refresh_interval
+        assert call((good_cert, good_key)) == (200, None)
+        assert call((other_cert, other_key)) == (
+            403, "Server.ClientProxy.SslAuthenticationFailed")
+        assert call(None) == (403, "Server.ClientProxy.SslAuthenticationFailed")
+
+
+def test_head_and_options(exchange: Exchange) -> None:
+    head = exchange.call("HEAD", exchange.rest_target(ECHO, "/h"))
+    assert head.status == 200 and head.body == b""
+    options = exchange.call("OPTIONS", exchange.rest_target(ECHO, "/o"))
+    assert options.status == 200
+    assert echo_of(options.body)["method"] == "OPTIONS"
