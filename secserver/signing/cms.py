@@ -22,7 +22,7 @@ import functools
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple
@@ -201,6 +201,33 @@ def attribute(type_oid: str, *values: bytes) -> bytes:
     return der.sequence(der.oid(type_oid), der.set_of(*values))
 
 
+@functools.lru_cache(maxsize=64)
+def _time_attr_for_second(second: datetime) -> bytes:
+    return _DATA_CONTENT_TYPE_ATTR + der.tlv(
+        der.SEQUENCE, _SIGNING_TIME_OID + der.tlv(der.SET, der.time(second)))
+
+
+def _time_attr_prefix(signing_time: datetime) -> bytes:
+    """contentType and signingTime attributes (DER), cached per second."""
+    if signing_time.tzinfo is not UTC:
+        signing_time = signing_time.astimezone(UTC)
+    return _time_attr_for_second(signing_time.replace(microsecond=0))
+
+
+@functools.lru_cache(maxsize=16)
+def _set_header(size: int) -> bytes:
+    return der.tlv(der.SET, bytes(size))[:-size]
+
+
+def _ec_sign(key: ec.EllipticCurvePrivateKey, algorithm: ec.ECDSA, data: bytes) -> bytes:
+    return key.sign(data, algorithm)
+
+
+def _rsa_sign(key: rsa.RSAPrivateKey, pad: padding.AsymmetricPadding,
+              algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
+    return key.sign(data, pad, algorithm)
+
+
 class CmsSigner:
     """Makes CMS SignedData with one key; the constant parts are encoded once."""
 
@@ -219,9 +246,11 @@ class CmsSigner:
             c.public_bytes(serialization.Encoding.DER) for c in chain))
         self._sid = der.sequence(_issuer_and_serial(cert_der))
         self._signer_info_head = b"\x02\x01\x01" + self._sid + _SHA256_ALG
+        self._layouts: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+        self._raw_sign: Callable[[bytes], bytes]
         if isinstance(key, ec.EllipticCurvePrivateKey):
             self._sig_alg = der.sequence(der.oid(ID_ECDSA_SHA256))
-            self._ecdsa = ec.ECDSA(hashes.SHA256())
+            self._raw_sign = functools.partial(_ec_sign, key, ec.ECDSA(hashes.SHA256()))
         elif isinstance(key, rsa.RSAPrivateKey):
             if rsa_padding == "pss":
                 self._sig_alg = der.sequence(der.oid(ID_RSASSA_PSS), der.sequence(
@@ -236,6 +265,7 @@ class CmsSigner:
                 self._padding = padding.PKCS1v15()
             else:
                 raise KeyUnavailable(f"unknown RSA padding {rsa_padding!r}; use pkcs1v15 or pss")
+            self._raw_sign = functools.partial(_rsa_sign, key, self._padding, hashes.SHA256())
         else:  # pragma: no cover - load_private_key only returns EC or RSA
             raise KeyUnavailable(f"unsupported key type {type(key).__name__}")
 
@@ -261,10 +291,7 @@ class CmsSigner:
 
     def raw_sign(self, data: bytes) -> bytes:
         """The bare signature over ``data`` (the signed attributes)."""
-        key = self.key
-        if isinstance(key, ec.EllipticCurvePrivateKey):
-            return key.sign(data, self._ecdsa)
-        return key.sign(data, self._padding, hashes.SHA256())
+        return self._raw_sign(data)
 
     def assemble(self, signed_attrs: bytes, signature: bytes, *, content_type: str = ID_DATA,
                  content: bytes | None = None, certificates: bool = True) -> bytes:
@@ -292,10 +319,29 @@ class CmsSigner:
              content_type: str = ID_DATA, extra_attributes: Sequence[bytes] = (),
              certificates: bool = True) -> bytes:
         """A CMS SignedData DER over ``content`` (detached unless ``detached=False``)."""
+        if detached and content_type == ID_DATA and not extra_attributes and certificates:
+            return self.sign_detached_data(content, signing_time)
         attrs = self.signed_attributes(content, signing_time, content_type=content_type,
                                        extra=extra_attributes)
         return self.assemble(attrs, self.raw_sign(attrs), content_type=content_type,
                              content=None if detached else content, certificates=certificates)
+
+    def sign_detached_data(self, content: bytes, signing_time: datetime) -> bytes:
+        """The common case of ``sign``, with the DER headers taken from a per-length cache;
+        byte for byte what ``assemble(signed_attributes(...), ...)`` gives."""
+        body = b"".join((_time_attr_prefix(signing_time), _DIGEST_ATTR_PREFIX,
+                         hashlib.sha256(content).digest()))
+        head = _set_header(len(body))
+        signature = self._raw_sign(head + body)
+        key = (len(body), len(signature))
+        layout = self._layouts.get(key)
+        if layout is None:
+            probe = self.assemble(head + body, bytes(len(signature)))
+            cut = probe.index(b"\xa0" + head[1:] + body)
+            layout = (probe[:cut + len(head)], probe[cut + len(head) + len(body):
+                                                     len(probe) - len(signature)])
+            self._layouts[key] = layout
+        return b"".join((layout[0], body, layout[1], signature))
 
 
 def sign_detached(content: bytes, key: PrivateKey, certificate: x509.Certificate, *,

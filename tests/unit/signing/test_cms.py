@@ -184,3 +184,15 @@ def test_fast_parser_agrees_with_general_parser(signer: cms.CmsSigner) -> None:
     assert cms._parse_common(signer.sign(DOC, signing_time=NOW, detached=False)) is None
     assert cms._parse_common(signer.sign(DOC, signing_time=NOW, extra_attributes=[
         cms.attribute("1.2.3.4", der.null())])) is None
+
+
+def test_fast_signing_equals_general_assembly(signer: cms.CmsSigner, trust: TrustStore) -> None:
+    for when in (NOW, NOW + timedelta(microseconds=999999), datetime(2051, 1, 1, tzinfo=UTC)):
+        for content in (b"", DOC, DOC * 100):
+            signature = signer.sign_detached_data(content, when)
+            parsed = cms.parse_signed_data(signature)
+            attrs = signer.signed_attributes(content, when)
+            assert signature == signer.assemble(attrs, parsed.signature)
+            if when.year < 2040:
+                assert cms.verify_detached(signature, content, trust, NOW).signing_time == \
+                    when.replace(microsecond=0)
