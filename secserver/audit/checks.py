@@ -12,6 +12,7 @@ import functools
 import hashlib
 import multiprocessing
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -116,6 +117,14 @@ def verify_signature_jobs(jobs: list[SignatureJob], trust: TrustStore
     return results
 
 
+def _mp_context() -> multiprocessing.context.BaseContext:
+    """Fork when this process has no other thread (workers start at once, nothing to
+    import again); spawn otherwise (forking a threaded process is unsafe)."""
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
 _worker_trust: TrustStore | None = None
 
 
@@ -158,7 +167,7 @@ class SignaturePool:
             return
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                self._workers, mp_context=multiprocessing.get_context("spawn"),
+                self._workers, mp_context=_mp_context(),
                 initializer=_init_worker, initargs=(self._ca_files,))
         self._futures.append(self._pool.submit(_verify_in_worker, chunk))
         while len(self._futures) > 4 * self._workers:
@@ -400,8 +409,7 @@ def verify_node_log(config: NodeConfig, *, from_seq: int | None = None,
         return verify_range(config, from_seq=from_seq, to_seq=to_seq, signatures=signatures,
                             progress=progress, signature_workers=workers)
     done = 0
-    with ProcessPoolExecutor(len(ranges), mp_context=multiprocessing.get_context("spawn")
-                             ) as pool:
+    with ProcessPoolExecutor(len(ranges), mp_context=_mp_context()) as pool:
         futures = [pool.submit(_verify_range_in_worker, config, a, b, signatures)
                    for a, b in ranges]
         reports = []

@@ -220,25 +220,29 @@ class ChainVerifier:
         """Check one record (the next in seq order)."""
         # Fast path: a correct message, admin or system record. Anything else, and every
         # checkpoint, takes the full path below, which names what is wrong.
-        seq, content, kind = r.seq, r.content, r.kind
-        if seq == self._expected_seq and r.prev_hash == self.prev_hash \
-                and _sha256(r.prev_hash + content).digest() == r.hash \
+        seq, kind, at, mid, prev, digest, content, body, document, signature = r
+        if seq == self._expected_seq and prev == self.prev_hash \
+                and _sha256(prev + content).digest() == digest \
                 and seq != self.anchor_seq and self._first is not None:
             if kind == "message":
-                mid = r.message_id or ""
+                mid = mid or ""
                 if "%" in mid or "\n" in mid or "\r" in mid:
                     mid = escape(mid)
-                if content.startswith(f"{self._prefix}{seq}\nkind: message\nat: {r.at}\n"
+                if content.startswith(f"{self._prefix}{seq}\nkind: message\nat: {at}\n"
                                       f"message-id: {mid}\n".encode()) \
-                        and content.endswith(_tail(r.body, r.signed_document, r.signature)):
+                        and content.endswith(_tail(body, document, signature)):
                     self._messages += 1
-                    self._accept(r)
-                    if self.signature_sink is not None and r.signature \
-                            and r.signed_document:
+                    self._records += 1
+                    self._last = self._expected_seq = seq
+                    self._expected_seq += 1
+                    self._batch.append(digest)
+                    self._prev_clean = True
+                    self._prev_prev, self.prev_hash = prev, digest
+                    if self.signature_sink is not None and signature and document:
                         self._sink(r)
                     return
             elif kind != "checkpoint" and content.startswith(
-                    f"{self._prefix}{seq}\nkind: {kind}\nat: {r.at}\n".encode()):
+                    f"{self._prefix}{seq}\nkind: {kind}\nat: {at}\n".encode()):
                 self._accept(r)
                 return
         self._feed_full(r)
