@@ -161,6 +161,18 @@ def chain_state(conn: Connection, node_id: str) -> ChainState:
                       admin_id)
 
 
+def last_start_detail(conn: Connection, node_id: str) -> str | None:
+    """The ``detail`` of the node's latest ``start`` system record still in the database."""
+    contents = conn.execute(select(log_records.c.content).where(and_(
+        log_records.c.node_id == node_id, log_records.c.kind == "system"))
+        .order_by(log_records.c.seq.desc()).limit(100)).scalars()
+    for content in contents:
+        fields = parse_fields(bytes(content))
+        if fields.get("event") == "start":
+            return fields.get("detail", "")
+    return None
+
+
 def untimestamped_checkpoints(conn: Connection, node_id: str) -> list[tuple[int, str, bytes]]:
     """``(seq, at, content)`` of checkpoints still waiting for a token, oldest first."""
     stamped = select(log_timestamps.c.checkpoint_seq).where(

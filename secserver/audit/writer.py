@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
+from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -51,12 +52,15 @@ from secserver.audit.records import (
 from secserver.audit.store import (
     ChainState,
     chain_state,
+    last_start_detail,
     log_records,
     log_timestamps,
     untimestamped_checkpoints,
 )
 from secserver.config import NodeConfig, read_secret
 from secserver.db.engine import make_async_engine
+from secserver.errors import SecServerError
+from secserver.signing.keys import load_certificate
 from secserver.signing.merkle import merkle_root
 
 log = structlog.get_logger("secserver.audit")
@@ -86,7 +90,7 @@ def default_signer(config: NodeConfig,
                    clock: Callable[[], datetime] = _utcnow) -> CheckpointSigner:
     """Sign with ``[log] key_file`` / ``cert_file`` (the node's log key)."""
     from secserver.signing import cms
-    from secserver.signing.keys import load_certificate, load_private_key
+    from secserver.signing.keys import load_private_key
 
     if config.log.key_file is None or config.log.cert_file is None:
         raise LoggingFailed("the message log needs the node's log key: set [log] key_file "
@@ -188,6 +192,7 @@ class LogWriter:
             async with self._engine.connect() as conn:
                 state = await conn.run_sync(chain_state, self._node)
                 self._ts_pending = await conn.run_sync(untimestamped_checkpoints, self._node)
+                previous_start = await conn.run_sync(last_start_detail, self._node)
         except Exception as exc:
             raise LoggingFailed(f"cannot read the message log of {self._node}: {exc}; "
                                 "is the database reachable and upgraded "
@@ -200,7 +205,15 @@ class LogWriter:
         if self._timestamper is not None:
             self._tasks.append(asyncio.create_task(self._timestamp_loop(),
                                                    name="log-timestamper"))
-        await self.append(SystemRecord(event="start", detail=f"secserver {__version__}"))
+        fingerprint = self._log_certificate_fingerprint()
+        await self.append(SystemRecord(event="start", detail=f"secserver {__version__}; log "
+                                       f"certificate sha256 {fingerprint or 'unknown'}"))
+        if fingerprint and previous_start and "log certificate sha256 " in previous_start:
+            before = previous_start.rsplit("log certificate sha256 ", 1)[1]
+            if before not in (fingerprint, "unknown"):
+                await self.append(SystemRecord(
+                    event="key-change",
+                    detail=f"log certificate sha256 {fingerprint} (was {before})"))
         log.info("log writer started", node=self._node, head_seq=self._head_seq,
                  untimestamped=len(self._ts_pending))
 
@@ -299,6 +312,16 @@ class LogWriter:
         }
 
     # -- internals ---------------------------------------------------------------------
+
+    def _log_certificate_fingerprint(self) -> str | None:
+        path = self._config.log.cert_file
+        if path is None:
+            return None
+        try:
+            cert = load_certificate(path)
+        except SecServerError:
+            return None
+        return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
 
     def _apply_state(self, state: ChainState) -> None:
         self._head_seq, self._head_hash = state.head_seq, state.head_hash

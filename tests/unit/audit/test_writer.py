@@ -161,3 +161,47 @@ async def test_two_nodes_share_one_database(migrated_url: str, tmp_path: Path,
     for config in (toyono, otta):
         report = verify_node_log(config)
         assert report.ok and report.warnings == () and report.messages == 40
+
+
+async def test_a_new_log_key_is_recorded(migrated_url: str, tmp_path: Path, pki: Path) -> None:
+    import shutil
+    from datetime import timedelta
+
+    from secserver.identifiers import ServerId
+    from secserver.signing.keys import (
+        load_certificate,
+        load_private_key,
+        write_certificate,
+        write_private_key,
+    )
+    from secserver.signing.pki import generate_key, issue_certificate, server_subject
+
+    config = node_config(tmp_path / "node", migrated_url, pki)
+    writer = LogWriter(config)
+    await writer.start()
+    await writer.append(sample_message(MemberSigners(pki), 1))
+    await writer.stop()
+
+    renewed = tmp_path / "pki"
+    shutil.copytree(pki, renewed)
+    key = generate_key("ec-p256")
+    now = datetime.now(UTC)
+    cert = issue_certificate(
+        subject=server_subject(ServerId.parse("JP-DEV/GOV/TOYONO/SS1"), role="log"),
+        public_key=key.public_key(), issuer_key=load_private_key(pki / "ca/ca.key"),
+        issuer=load_certificate(pki / "ca/ca.crt"), profile="log",
+        not_before=now - timedelta(minutes=5), not_after=now + timedelta(days=30))
+    folder = renewed / "servers/GOV.TOYONO.SS1"
+    write_private_key(folder / "log.key", key, None)
+    write_certificate(folder / "log.crt", cert)
+    config = node_config(tmp_path / "node", migrated_url, renewed)
+    writer = LogWriter(config)
+    await writer.start()
+    await writer.append(sample_message(MemberSigners(pki), 2))
+    await writer.stop()
+    events = [parse_fields(bytes(c)) for (c,) in rows(  # type: ignore[call-overload]
+        migrated_url, "SELECT content FROM log_records WHERE kind = 'system' ORDER BY seq")]
+    assert [e["event"] for e in events] == ["start", "stop", "start", "key-change", "stop"]
+    assert events[3]["detail"].startswith("log certificate sha256 ")
+    report = verify_node_log(config)  # checkpoints under both keys verify
+    assert report.ok and report.checkpoints == 2
