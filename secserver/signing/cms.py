@@ -29,7 +29,6 @@ from typing import Literal, NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -42,6 +41,7 @@ from secserver.signing.errors import (
     KeyUnavailable,
     MalformedSignature,
     SignerMismatch,
+    VerificationError,
 )
 from secserver.signing.keys import PrivateKey, public_key_matches
 from secserver.signing.pki import member_id_from_certificate
@@ -116,9 +116,9 @@ def certificate_from_der(data: bytes) -> x509.Certificate:
             return cert
     try:
         cert = x509.load_der_x509_certificate(data)
-    except ValueError as exc:
-        raise MalformedSignature(f"a certificate in the signature cannot be parsed: {exc}") \
-            from exc
+    except Exception as exc:  # ValueError, InvalidVersion, ...
+        raise MalformedSignature(f"a certificate in the signature cannot be parsed: "
+                                 f"{type(exc).__name__} {exc}") from exc
     with _cert_lock:
         _cert_cache[data] = cert
         while len(_cert_cache) > 512:
@@ -155,16 +155,17 @@ def _signer_cert(data: bytes) -> _SignerCert:
     key_error = ""
     try:
         public_key = cert.public_key()
-    except (UnsupportedAlgorithm, ValueError) as exc:
-        key_error = str(exc)
+    except Exception as exc:  # UnsupportedAlgorithm, ValueError, ...
+        key_error = f"{type(exc).__name__} {exc}"
     member: ClientId | None = None
     member_error: SignerMismatch | None = None
     try:
         member = member_id_from_certificate(cert)
     except SignerMismatch as exc:
         member_error = exc
-    except ValueError as exc:
-        raise MalformedSignature(f"a certificate in the signature is malformed: {exc}") from exc
+    except Exception as exc:  # cryptography parses names lazily and may raise anything
+        raise MalformedSignature(f"a certificate in the signature is malformed: "
+                                 f"{type(exc).__name__} {exc}") from exc
     info = _SignerCert(cert, issuer_serial, public_key, key_error, member, member_error)
     with _cert_lock:
         _signer_cache[data] = info
@@ -720,7 +721,7 @@ def _verify_parsed(parsed: ParsedSignedData, content: bytes, trust: TrustStore, 
             info = _signer_cert(cert_der)
             try:
                 key_id = _subject_key_id(info.cert)
-            except ValueError as exc:
+            except Exception as exc:  # a malformed extension, found when first read
                 raise MalformedSignature(f"a certificate in the signature is malformed: {exc}") \
                     from exc
             if key_id == parsed.signer_key_id:
@@ -736,8 +737,11 @@ def _verify_parsed(parsed: ParsedSignedData, content: bytes, trust: TrustStore, 
         else []
     try:
         trust.verify_der(signer_der, signer.cert, now=now, purpose=purpose, intermediates=others)
-    except ValueError as exc:  # a malformed extension, found when first read
-        raise MalformedSignature(f"a certificate in the signature is malformed: {exc}") from exc
+    except VerificationError:
+        raise
+    except Exception as exc:  # a malformed extension or name, found when first read
+        raise MalformedSignature(f"a certificate in the signature is malformed: "
+                                 f"{type(exc).__name__} {exc}") from exc
     return signer, signing_time
 
 

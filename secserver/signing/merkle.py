@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from secserver.errors import SecServerError
+from secserver.signing.errors import VerificationError
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -28,7 +28,7 @@ EMPTY_ROOT = hashlib.sha256(b"").digest()
 _sha256 = hashlib.sha256
 
 
-class InclusionProofError(SecServerError):
+class InclusionProofError(VerificationError):
     """A Merkle audit path does not lead from the leaf to the expected root."""
 
     code = "InvalidInclusionProof"

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pki_fixtures import Issued, make_ca, make_leaf
 
 from secserver.config import load_config
@@ -21,6 +23,7 @@ from secserver.signing.errors import (
     MalformedSignature,
     SignerMismatch,
     UntrustedCertificate,
+    VerificationError,
 )
 from secserver.signing.merkle import InclusionProofError, merkle_root
 from secserver.signing.pki import init_dev_pki, member_subject
@@ -237,3 +240,34 @@ def test_batch_reuse_still_checks_time_trust_and_member(ec_leaf: Issued,
         verify_message(documents[1], blobs[1], trust, NOW, ClientId("JP-DEV", "COM", "OTTA"))
     with pytest.raises(DigestMismatch):
         verify_message(documents[2], blobs[1], trust, NOW)
+
+
+@pytest.fixture(scope="module")
+def sample_blobs(ec_leaf: Issued) -> list[bytes]:
+    signer = Signer(ec_leaf.key, ec_leaf.cert, clock=lambda: NOW)
+    return [signer.sign_now(b"doc"), signer.sign_many([b"doc", b"other"])[0]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_mutations_fail_cleanly(sample_blobs: list[bytes], trust: TrustStore,
+                                data: st.DataObject) -> None:
+    """Any corrupted signature blob raises a VerificationError (never another exception);
+    when a mutation happens to leave it valid, the signer is still the same member."""
+    blob = data.draw(st.sampled_from(sample_blobs))
+    kind = data.draw(st.sampled_from(["flip", "truncate", "insert", "delete"]))
+    pos = data.draw(st.integers(min_value=0, max_value=len(blob) - 1))
+    if kind == "flip":
+        mutated = blob[:pos] + bytes([blob[pos] ^ data.draw(st.integers(1, 255))]) + \
+            blob[pos + 1:]
+    elif kind == "truncate":
+        mutated = blob[:pos]
+    elif kind == "insert":
+        mutated = blob[:pos] + bytes([data.draw(st.integers(0, 255))]) + blob[pos:]
+    else:
+        mutated = blob[:pos] + blob[pos + 1:]
+    try:
+        result = verify_message(b"doc", mutated, trust, NOW, TOYONO)
+    except VerificationError:
+        return
+    assert result.member == TOYONO

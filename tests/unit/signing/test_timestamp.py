@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pki_fixtures import Issued, make_ca, make_leaf
 from pyasn1.codec.der import decoder
 from pyasn1_modules import rfc3161
@@ -22,6 +24,7 @@ from secserver.signing.errors import (
     TimestampError,
     TimestampRejected,
     UntrustedCertificate,
+    VerificationError,
     WrongKeyUsage,
 )
 from secserver.signing.pki import member_subject, plain_subject
@@ -181,3 +184,31 @@ def test_parse_response_errors() -> None:
         parse_response(der.sequence(der.sequence(der.integer(0))))
     with pytest.raises(TimestampRejected, match="waiting"):
         parse_response(der.sequence(der.sequence(der.integer(3))))
+
+
+@pytest.fixture(scope="module")
+def sample_token(tsa_leaf: Issued, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    store = SerialStore(tmp_path_factory.mktemp("serial") / "serial")
+    return parse_response(DevTsa(tsa_leaf.key, tsa_leaf.cert, store).respond(
+        build_request(DATA, 12345), NOW))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_mutated_tokens_fail_cleanly(sample_token: bytes, trust: TrustStore,
+                                     data: st.DataObject) -> None:
+    """A corrupted token raises a VerificationError (never another exception)."""
+    pos = data.draw(st.integers(min_value=0, max_value=len(sample_token) - 1))
+    kind = data.draw(st.sampled_from(["flip", "truncate", "delete"]))
+    if kind == "flip":
+        token = sample_token[:pos] + bytes([sample_token[pos] ^ data.draw(
+            st.integers(1, 255))]) + sample_token[pos + 1:]
+    elif kind == "truncate":
+        token = sample_token[:pos]
+    else:
+        token = sample_token[:pos] + sample_token[pos + 1:]
+    try:
+        info = verify_timestamp(token, DATA, trust, NOW, 12345)
+    except VerificationError:
+        return
+    assert info.nonce == 12345
