@@ -37,7 +37,7 @@ from secserver.db import migrate
 from secserver.db.engine import is_sqlite, make_async_engine
 from secserver.errors import ConfigError
 from secserver.routing import consumer, provider
-from secserver.routing.backend import make_session
+from secserver.routing.backend import BackendClient
 from secserver.routing.context import NODE_KEY, ExchangeNode
 from secserver.routing.directory import Directory, load_directory
 from secserver.routing.middleware import SIDE_KEY, error_middleware, use_coded_errors
@@ -152,7 +152,7 @@ class Node:
         await replay.start()
         peers = PeerPool(peer_tls_context(server_cert, server_key, password, cas),
                          idle_timeout=max(1.0, config.limits.header_timeout / 2))
-        backend = make_session()
+        backend = BackendClient(idle_timeout=4.0)
         # closed in reverse order, after the listeners have drained
         self._closers += [backend.close, peers.close, signer.close, replay.stop,
                           writer.stop, registry.stop]

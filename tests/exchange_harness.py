@@ -135,7 +135,9 @@ class Exchange:
                 stderr=subprocess.STDOUT, start_new_session=True)
         child = Child(f"node-{node.data_name}", ("serve",), log_path, process)
         self.group.children.append(child)
-        self.group.wait_http(child, HOST, node.admin_port, "/healthz", START_TIMEOUT)
+        # 503: up, but reporting a failing state (e.g. a TSA overdue on purpose)
+        self.group.wait_http(child, HOST, node.admin_port, "/healthz", START_TIMEOUT,
+                             ok=(200, 503))
         return child
 
     def stop_node(self, child: Child | None) -> int | None:

@@ -1,84 +1,71 @@
 """Forwarding to a provider's backend service: only ever its registered URL.
 
 Backend failures each get their own code: refused or dropped connection
-(``ServiceFailed.NetworkError``), no answer within the service's timeout
-(``ServiceFailed.Timeout``), and an answer that is not a usable HTTP response
-(``ServiceFailed.InvalidResponse``).
+(``ServiceFailed.NetworkError``), no complete answer within the service's timeout
+(``ServiceFailed.Timeout``), and an answer that is not usable HTTP or is too large
+(``ServiceFailed.InvalidResponse``). The HTTP client is the lean ``http1`` one, with a
+pool of kept-alive connections per backend origin; ``https`` backends are verified
+against the system's CAs with host name checking.
 """
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
+import ssl
+from urllib.parse import urlsplit
 
-import aiohttp
-
-from secserver.routing.body import SpooledBody, spool
+from secserver.routing import http1
+from secserver.routing.body import SpooledBody
 from secserver.routing.errors import (
-    ExchangeError,
-    MessageTooLarge,
     ServiceInvalidResponse,
     ServiceNetworkError,
     ServiceTimeout,
 )
-from secserver.routing.peer import ResponseLimits
+from secserver.routing.http1 import Response as BackendResponse
+from secserver.routing.http1 import ResponseLimits
+
+__all__ = ["BackendClient", "BackendResponse"]
+
+FAILURES = http1.Failures(what="the service", connect=ServiceNetworkError,
+                          timeout=ServiceTimeout, malformed=ServiceInvalidResponse,
+                          tls=ServiceNetworkError, too_large=ServiceInvalidResponse)
 
 
-@dataclass(frozen=True)
-class BackendResponse:
-    status: int
-    headers: list[tuple[str, str]]
-    body: SpooledBody
+class BackendClient:
+    """Kept-alive connections to the registered backend URLs."""
 
+    def __init__(self, *, idle_timeout: float = 4.0, max_idle: int = 64) -> None:
+        self._pool = http1.ConnectionPool(idle_timeout=idle_timeout, max_idle=max_idle)
+        self._tls: ssl.SSLContext | None = None
 
-class _ResponseTooLarge(ServiceInvalidResponse):
-    pass
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls
 
+    async def forward(self, method: str, url: str, headers: list[tuple[str, str]],
+                      body: SpooledBody, deadline_s: float,
+                      limits: ResponseLimits) -> BackendResponse:
+        """Send the request to ``url`` and read the whole response in ``deadline_s``."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        host = parts.hostname
+        if scheme not in ("http", "https") or not host:
+            raise ServiceNetworkError("the service's registered URL is not http(s)")
+        port = parts.port or (443 if scheme == "https" else 80)
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        netloc_host = f"[{host}]" if ":" in host else host
+        default = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)
+        host_header = netloc_host if default else f"{netloc_host}:{port}"
+        context = self._tls_context() if scheme == "https" else None
 
-def make_session() -> aiohttp.ClientSession:
-    """The backend client: no cookies, no decompression, no redirects, no env proxies."""
-    connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=15.0, ttl_dns_cache=60)
-    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
-                                 auto_decompress=False, trust_env=False,
-                                 skip_auto_headers=("User-Agent", "Accept-Encoding",
-                                                    "Content-Type"))
+        async def connect() -> http1.Connection:
+            return await self._pool.connect(host, port, context, host, FAILURES)
 
+        return await http1.request(self._pool, (scheme, host, port), connect, method,
+                                   target, host_header, headers, body, limits, FAILURES,
+                                   deadline_s)
 
-async def forward(session: aiohttp.ClientSession, method: str, url: str,
-                  headers: list[tuple[str, str]], body: SpooledBody, deadline_s: float,
-                  limits: ResponseLimits) -> BackendResponse:
-    """Send the request to ``url`` and read the whole response within ``deadline_s`` seconds."""
-    try:
-        async with asyncio.timeout(deadline_s):
-            async with session.request(
-                method, url, headers=headers,
-                data=body.chunks() if body.size else None,
-                allow_redirects=False, compress=None, chunked=None,
-            ) as response:
-                status = response.status
-                if not 100 <= status <= 599:
-                    raise ServiceInvalidResponse(f"the service answered HTTP status {status}")
-                response_headers = [(k.decode("latin-1").lower(), v.decode("latin-1"))
-                                    for k, v in response.raw_headers]
-                response_body = await spool(
-                    response.content.iter_chunked(256 * 1024), max_bytes=limits.max_bytes,
-                    threshold=limits.spool_threshold, spool_dir=limits.spool_dir,
-                    deadline_s=None, too_large=_ResponseTooLarge, what="service's response")
-                return BackendResponse(status, response_headers, response_body)
-    except TimeoutError as exc:
-        raise ServiceTimeout(f"the service did not answer within {deadline_s} seconds") from exc
-    except MessageTooLarge as exc:  # pragma: no cover - spool raises _ResponseTooLarge
-        raise ServiceInvalidResponse(exc.message) from exc
-    except ExchangeError:
-        raise
-    except aiohttp.ClientConnectorError as exc:
-        raise ServiceNetworkError("the service cannot be reached (connection refused or "
-                                  "unreachable)") from exc
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-        raise ServiceNetworkError("the service closed the connection without a complete "
-                                  "answer") from exc
-    except (aiohttp.ClientResponseError, aiohttp.ClientPayloadError) as exc:
-        raise ServiceInvalidResponse("the service answered with malformed HTTP") from exc
-    except aiohttp.ClientError as exc:
-        raise ServiceNetworkError("the request to the service failed",
-                                  detail=type(exc).__name__) from exc
+    async def close(self) -> None:
+        await self._pool.close()

@@ -11,7 +11,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-import aiohttp
 from aiohttp import web
 
 from secserver.acl.snapshot import RegistrySnapshot
@@ -20,6 +19,7 @@ from secserver.config import LimitsSection
 from secserver.errors import SecServerError
 from secserver.identifiers import ClientId, ServerId
 from secserver.routing import headers as h
+from secserver.routing.backend import BackendClient
 from secserver.routing.body import SpooledBody, spool
 from secserver.routing.directory import Directory
 from secserver.routing.errors import InvalidRequest, MessageTooLarge, qualified_code
@@ -42,7 +42,7 @@ class ExchangeNode:
     append_log: Callable[[MessageRecord], Awaitable[int]]
     check_accepting: Callable[[datetime], None]
     peers: PeerPool
-    backend: aiohttp.ClientSession
+    backend: BackendClient
     replay: ReplayGuard
     limits: LimitsSection
     spool_dir: Path

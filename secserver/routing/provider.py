@@ -25,7 +25,7 @@ from secserver.acl.decision import decide
 from secserver.errors import SecServerError
 from secserver.routing import documents
 from secserver.routing import headers as h
-from secserver.routing.backend import BackendResponse, forward
+from secserver.routing.backend import BackendResponse
 from secserver.routing.body import SpooledBody
 from secserver.routing.context import (
     NODE_KEY,
@@ -152,8 +152,8 @@ async def _serve(request: web.Request, node: ExchangeNode, peer: ServerEntry,
     url = service.backend_url if exchange.kind == "soap" \
         else backend_target(service.backend_url, exchange)
     timeout = service.timeout if service.timeout > 0 else node.limits.backend_timeout
-    response = await forward(node.backend, exchange.method, url, headers, body, timeout,
-                             node.response_limits)
+    response = await node.backend.forward(exchange.method, url, headers, body, timeout,
+                                          node.response_limits)
     try:
         if exchange.kind == "soap":
             _check_soap_response(node, exchange, response)
