@@ -148,7 +148,7 @@ class TrustStore:
         if not self.cas:
             raise UntrustedCertificate("the trust store is empty; configure [trust] ca_files")
         self._anchor_der = {c.public_bytes(serialization.Encoding.DER) for c in self.cas}
-        self._cache: dict[tuple[bytes, Purpose], _Validated] = {}
+        self._cache: dict[Purpose, dict[bytes, _Validated]] = {p: {} for p in Purpose}
 
     @classmethod
     def from_files(cls, paths: Iterable[Path | str]) -> TrustStore:
@@ -172,14 +172,14 @@ class TrustStore:
                    purpose: Purpose,
                    intermediates: Sequence[x509.Certificate] = ()) -> tuple[x509.Certificate, ...]:
         """As ``verify``, when the caller already has the DER bytes of ``cert``."""
-        key = (der, purpose)
-        hit = self._cache.get(key)  # dict reads and writes are atomic: no lock needed
+        cache = self._cache[purpose]
+        hit = cache.get(der)  # dict reads and writes are atomic: no lock needed
         if hit is not None and hit.not_before <= now <= hit.not_after:
             return hit.chain
         validated = self._validate(cert, der, now, purpose, intermediates)
-        if len(self._cache) >= CACHE_SIZE:
-            self._cache.clear()
-        self._cache[key] = validated
+        if len(cache) >= CACHE_SIZE:
+            cache.clear()
+        cache[der] = validated
         return validated.chain
 
     def _validate(self, cert: x509.Certificate, der: bytes, now: datetime, purpose: Purpose,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -198,3 +199,31 @@ def test_rsa3072(tmp_path: Path) -> None:
             DOCUMENT)
         assert openssl_verifies(pki, signature, DOCUMENT, tmp_path)
         assert not openssl_verifies(pki, signature, DOCUMENT[:-1], tmp_path)
+
+
+def test_cli_signature_passes_openssl(dev_pki: DevPki, tmp_path: Path) -> None:  # noqa: F811
+    """`secserver sign` as a real process, checked by `openssl cms -verify`, and
+    `secserver verify` on an OpenSSL signature."""
+    cert_file, key_file = member_files(dev_pki)
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\nserver_id = "JP-DEV/GOV/TOYONO/SS1"\n'
+                      f'[trust]\nca_files = ["{dev_pki.ca_cert}"]\n'
+                      f'[signing]\ncert_file = "{cert_file}"\nkey_file = "{key_file}"\n')
+    (tmp_path / "doc").write_bytes(DOCUMENT)
+    with (tmp_path / "out.p7s").open("wb") as out:
+        subprocess.run([sys.executable, "-m", "secserver", "sign", "--config", str(config),
+                        str(tmp_path / "doc")], stdout=out, check=True, timeout=60)
+    assert openssl_verifies(dev_pki, (tmp_path / "out.p7s").read_bytes(), DOCUMENT, tmp_path)
+    openssl("cms", "-sign", "-binary", "-in", tmp_path / "doc", "-signer", cert_file,
+            "-inkey", key_file, "-outform", "DER", "-out", tmp_path / "openssl.p7s")
+    result = subprocess.run([sys.executable, "-m", "secserver", "verify", "--config",
+                             str(config), str(tmp_path / "doc"), str(tmp_path / "openssl.p7s"),
+                             "--member", "JP-DEV/GOV/TOYONO"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: signed by JP-DEV/GOV/TOYONO")
+    (tmp_path / "doc").write_bytes(DOCUMENT + b"!")
+    result = subprocess.run([sys.executable, "-m", "secserver", "verify", "--config",
+                             str(config), str(tmp_path / "doc"), str(tmp_path / "openssl.p7s")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "does not match" in result.stderr
