@@ -64,9 +64,10 @@ def _postgres_server(stack: contextlib.ExitStack) -> str:
 
 
 def _new_database(stack: contextlib.ExitStack) -> str:
-    import postgres
+    server = _postgres_server(stack)
+    import postgres  # on sys.path since _postgres_server
 
-    url: str = postgres.create_database(_postgres_server(stack))
+    url: str = postgres.create_database(server)
     return url
 
 
