@@ -28,6 +28,7 @@ from aiohttp.typedefs import Handler
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from secserver.acl.snapshot import RegistryWatcher
@@ -131,8 +132,13 @@ class Node:
             await asyncio.to_thread(migrate.upgrade, config.database_url)
         self.engine = make_async_engine(config.database_url)
         self._closers.append(self.engine.dispose)
-        async with self.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        try:
+            async with self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except (OSError, SQLAlchemyError) as exc:
+            raise ConfigError([f"[database] url: cannot connect to the database "
+                               f"({type(exc).__name__}); is it running and reachable?"]
+                              ) from exc
 
         subject_key = read_secret(config.acl.subject_key_file, "[acl] subject_key_file")
         registry = RegistryWatcher(self.engine, config.acl.refresh_interval,
@@ -140,7 +146,6 @@ class Node:
         await registry.start()
         signer = Signer.from_config(config)
         writer = LogWriter(config, engine=self.engine)
-        await writer.start()
         replay_engine = self.engine
         if is_sqlite(config.database_url):
             # its own file: replay commits must not queue behind the log's write lock
@@ -182,6 +187,9 @@ class Node:
         await self._listen(self._exchange_app("ServerProxy", node, provider.handle),
                            config.server.host, config.server.port, server_ssl)
         await self._listen(self._admin_app(), config.admin.host, config.admin.port, None)
+        # last: a node that cannot listen must not have touched its log; until this
+        # returns, messages are refused with LoggingFailed ("not running")
+        await writer.start()
         log.info("node started", server_id=str(config.server_id),
                  client=f"{config.client.host}:{config.client.port}",
                  server=f"{config.server.host}:{config.server.port}",
@@ -228,7 +236,13 @@ class Node:
                              else "ServerProxy")
         self.runners.append(runner)
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            name = {"ClientProxy": "client", "ServerProxy": "server"}.get(
+                str(app.get(SIDE_KEY)), "admin")
+            raise ConfigError([f"[{name}] port: cannot listen on {host}:{port}: "
+                               f"{exc.strerror or exc}"]) from exc
 
     async def health(self) -> dict[str, Any]:
         database: dict[str, Any] = {"status": "ok"}

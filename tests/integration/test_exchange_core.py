@@ -285,3 +285,33 @@ def test_head_and_options(exchange: Exchange) -> None:
     options = exchange.call("OPTIONS", exchange.rest_target(ECHO, "/o"))
     assert options.status == 200
     assert echo_of(options.body)["method"] == "OPTIONS"
+
+
+def test_serve_reports_configuration_problems(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "node.toml"
+    config.write_text('[node]\nserver_id = "JP-DEV/GOV/TOYONO/SS1"\n')
+    result = subprocess.run([sys.executable, "-m", "secserver", "serve", "--config",
+                             str(config)], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 1
+    assert "[directory] file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_reports_a_port_in_use(exchange: Exchange) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **exchange.env["consumer"],
+           "SECSERVER_NODE_DATA_DIR": str(exchange.layout.root / "data" / "second")}
+    result = subprocess.run([sys.executable, "-m", "secserver", "serve", "--config",
+                             str(exchange.layout.consumer_config)], capture_output=True,
+                            text=True, timeout=60, check=False, env=env,
+                            cwd=exchange.layout.root)
+    assert result.returncode == 1
+    assert "cannot listen on" in result.stderr
+    assert "Traceback" not in result.stderr
