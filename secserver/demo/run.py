@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from secserver.config import NodeConfig, load_config
 from secserver.demo.layout import HOST, Layout, NodeFiles, Ports, write_layout
-from secserver.demo.processes import DemoProcessError, ProcessGroup
+from secserver.demo.processes import DemoProcessError, ProcessGroup, http_status
 from secserver.demo.registration import node_session, record_consent, register_all, subject_key
 from secserver.demo.scenario import Outcome, Step, render_step, run_scenario
 from secserver.errors import SecServerError
@@ -65,6 +66,11 @@ def prepare_directory(root: Path) -> None:
         if foreign:
             raise DemoError(f"{root} holds files the demo did not make "
                             f"({', '.join(foreign[:5])}); give an empty or new directory")
+        running = [name for name in ("consumer.toml", "provider.toml")
+                   if _node_answers(root / name)]
+        if running:
+            raise DemoError(f"the node of {root / running[0]} is still running (another "
+                            "secserver demo --keep-running?); stop it first")
         for name in DEMO_ENTRIES:
             path = root / name
             if path.is_dir():
@@ -81,6 +87,16 @@ def port_was_taken(log_dir: Path) -> bool:
         if "address already in use" in text or "errno 98" in text:
             return True
     return False
+
+
+def _node_answers(config_file: Path) -> bool:
+    """Whether the admin port named in a previous demo's configuration still answers."""
+    try:
+        admin = tomllib.loads(config_file.read_text(encoding="utf-8")).get("admin", {})
+        port = int(admin.get("port", 0))
+    except (OSError, ValueError, AttributeError, TypeError, tomllib.TOMLDecodeError):
+        return False
+    return 0 < port < 65536 and http_status(HOST, port, "/healthz") is not None
 
 
 def _command_exists(module: str) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import stat
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,29 @@ def test_prepare_directory_replaces_a_previous_demo_but_nothing_else(tmp_path: P
     with pytest.raises(DemoError, match=r"thesis\.tex"):
         prepare_directory(tmp_path)
     assert (tmp_path / "thesis.tex").read_text() == "precious"
+
+
+def test_prepare_directory_refuses_while_a_previous_demo_still_runs(tmp_path: Path) -> None:
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, name="fake-node-admin")
+    thread.start()
+    try:
+        (tmp_path / "provider.toml").write_text(
+            f"[admin]\nport = {server.server_address[1]}\n")
+        with pytest.raises(DemoError, match="still running"):
+            prepare_directory(tmp_path)
+        assert (tmp_path / "provider.toml").exists()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    prepare_directory(tmp_path)  # nothing answers any more: replaced
+    assert not (tmp_path / "provider.toml").exists()
