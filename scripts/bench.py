@@ -112,6 +112,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "(default both)")
     parser.add_argument("--targets", default="direct,baseline,exchange",
                         help="which of direct, baseline, exchange to run (default all)")
+    parser.add_argument("--revisions", default="",
+                        help="also measure the exchange as of these git revisions (comma "
+                             "separated), side by side with the working tree")
     parser.add_argument("--max-requests", type=int, default=500_000,
                         help="upper bound of requests per run (default 500000)")
     parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto",
@@ -139,6 +142,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(str(exc))
     args.db_list = [d.strip() for d in args.db.split(",") if d.strip()]
     args.target_list = [t.strip() for t in args.targets.split(",") if t.strip()]
+    args.revision_list = [r.strip() for r in args.revisions.split(",") if r.strip()]
     for db in args.db_list:
         if db not in ("sqlite", "postgresql"):
             parser.error(f"--db: unknown database {db!r}; use sqlite and/or postgresql")
@@ -287,17 +291,18 @@ def run_benchmark(args: argparse.Namespace, procs: Processes, stack: contextlib.
         import bench_exchange
 
         for db in args.db_list:
-            name = f"exchange-{db}"
-            try:
-                with pinned_self(layout):
-                    exchange = bench_exchange.start_exchange(
-                        procs, stack, workdir / name, db, backend_url, layout.prefix(
-                            layout.server_cpus), log)
-                targets.append(Target(name, exchange.url, exchange.headers,
-                                      {**exchange.processes, "backend": backend}))
-            except bench_exchange.ExchangeUnavailable as exc:
-                notes.append(f"{name} not measured: {exc}")
-                log(notes[-1])
+            for revision in [None, *args.revision_list]:
+                name = f"exchange-{db}" + (f"@{revision}" if revision else "")
+                try:
+                    with pinned_self(layout):
+                        exchange = bench_exchange.start_exchange(
+                            procs, stack, workdir / name.replace("@", "-at-"), db,
+                            backend_url, layout.prefix(layout.server_cpus), log, revision)
+                    targets.append(Target(exchange.name, exchange.url, exchange.headers,
+                                          {**exchange.processes, "backend": backend}))
+                except bench_exchange.ExchangeUnavailable as exc:
+                    notes.append(f"{name} not measured: {exc}")
+                    log(notes[-1])
 
     measured: list[Target] = []
     for target in targets:
@@ -373,6 +378,7 @@ def run_benchmark(args: argparse.Namespace, procs: Processes, stack: contextlib.
                     "concurrency": args.concurrency, "low_concurrency": args.low_concurrency,
                     "sizes": args.size_list, "databases": args.db_list,
                     "max_requests": args.max_requests, "load_generator": load_tool,
+                    "revisions": args.revision_list,
                     "command": " ".join(sys.argv)}
         document = result_document(environment(layout, load_tool, args.loop), settings, runs,
                                    summaries, comparisons, notes)
