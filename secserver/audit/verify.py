@@ -181,6 +181,7 @@ class ChainVerifier:
     signature_sink: Callable[[SignatureJob], None] | None = None
     anchor_seq: int = 0
     anchor_hash: bytes = b""
+    expect_timestamps: bool = True
 
     def __post_init__(self) -> None:
         self._prefix = f"record: {FORMAT_VERSION}\nnode: {escape(self.node)}\nseq: "
@@ -375,7 +376,7 @@ class ChainVerifier:
                 problems.append(Problem("timestamp", s, s,
                                         f"checkpoint {s} timestamp missing (later "
                                         "checkpoints have one)"))
-        if late and self.check_timestamp is not None:
+        if late and self.check_timestamp is not None and self.expect_timestamps:
             warnings.append(Problem(
                 "untimestamped", late[0], late[-1],
                 f"checkpoint {late[0]} not yet timestamped" if len(late) == 1 else

@@ -131,3 +131,18 @@ def test_tampered_bundle_fails_every_way(logged: NodeConfig, tmp_path: Path,
     problems = json.loads(done.stdout)["problems"]
     assert "request/record.txt does not match its SHA-256 in the manifest" in problems
     assert any("record.txt does not hash to the proof's hash" in p for p in problems)
+
+
+def test_export_from_an_archive(logged: NodeConfig, tmp_path: Path,
+                                dev_pki: DevPki) -> None:  # noqa: F811
+    tomorrow = "2100-01-01"
+    done = secserver("audit", "archive", "--config", str(logged.path), "--before", tomorrow,
+                     "--out", str(tmp_path / "archive"), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["first_seq"] == 1
+    bundle, _folder = export(logged, tmp_path, "m-1")
+    checked = secserver("audit", "verify-bundle", str(bundle), "--ca", str(dev_pki.ca_cert))
+    assert checked.returncode == 0, checked.stdout
+    assert "bundle of message m-1 from JP-DEV/GOV/TOYONO/SS1: verified" in checked.stdout
+    shown = secserver("audit", "show", "--config", str(logged.path), "--id", "m-1", "--json")
+    assert len(json.loads(shown.stdout)["records"]) == 2
