@@ -315,3 +315,29 @@ def test_serve_reports_a_port_in_use(exchange: Exchange) -> None:
     assert result.returncode == 1
     assert "cannot listen on" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_hop_by_hop_headers_are_not_forwarded(exchange: Exchange) -> None:
+    answer = exchange.call("GET", exchange.rest_target(ECHO, "/hop"),
+                           headers={"Connection": "X-Secret-Hop", "X-Secret-Hop": "1",
+                                    "Keep-Alive": "timeout=5", "X-Kept": "yes",
+                                    "X-Road-Signature": "forged", "Proxy-Authorization": "x"})
+    assert answer.status == 200, answer.body
+    headers = echo_of(answer.body)["headers"]
+    assert isinstance(headers, dict)
+    assert headers.get("x-kept") == "yes"
+    for name in ("x-secret-hop", "keep-alive", "proxy-authorization"):
+        assert name not in headers, name
+    assert headers.get("x-road-signature") is None
+
+
+@pytest.mark.parametrize("path", ["/@evil.example/x", "/%40evil.example:80/x", "/x?u=http://evil/"])
+def test_requests_cannot_steer_the_backend(exchange: Exchange, path: str) -> None:
+    answer = exchange.call("GET", exchange.rest_target(ECHO, path),
+                           headers={"X-Forwarded-Host": "evil.example"})
+    assert answer.status == 200, answer.body
+    echo = echo_of(answer.body)
+    assert isinstance(echo["path"], str) and echo["path"].startswith("/echo/")
+    headers = echo["headers"]
+    assert isinstance(headers, dict)
+    assert headers["host"] == f"127.0.0.1:{exchange.backend_port}"

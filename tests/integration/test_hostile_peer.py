@@ -280,3 +280,22 @@ async def test_forged_signing_certificates_are_refused(exchange: Exchange, own_c
         assert code_of(response) == code, response.body.read_all()
     finally:
         await peer.close()
+
+
+async def test_server_port_requires_a_client_certificate(exchange: Exchange) -> None:
+    import asyncio
+
+    context = ssl.create_default_context(cafile=str(exchange.layout.pki / "ca" / "ca.crt"))
+    context.check_hostname = False
+    with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", exchange.provider_server_port, ssl=context)
+        try:  # TLS 1.3: the refusal arrives with the first read
+            writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            await writer.drain()
+            data = await reader.read(100)
+            if not data:
+                raise ConnectionError("closed without an answer")
+        finally:
+            writer.close()
+
