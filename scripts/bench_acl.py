@@ -65,7 +65,8 @@ def build(rights_count: int, endpoints_count: int, seed: int) -> tuple[RegistryS
     groups = {f"group{g}": rng.sample(clients, 20) for g in range(20)}
     rights: list[RightEntry] = []
     pairs: set[tuple[str, str]] = set()
-    for n in range(rights_count):
+    seen: set[tuple[str, str, ServiceId, int | None]] = set()
+    while len(rights) < rights_count:  # distinct: the registry holds one row per right
         entry = rng.choice(services)
         roll = rng.random()
         if roll < 0.8:
@@ -75,7 +76,12 @@ def build(rights_count: int, endpoints_count: int, seed: int) -> tuple[RegistryS
         else:
             kind, subject = "group", rng.choice(list(groups))
         endpoint = rng.choice(entry.endpoints) if rng.random() < 0.7 else None
-        rights.append(RightEntry(n + 1, kind, subject, entry.id, endpoint, NOW, "bench"))
+        identity = (kind, subject, entry.id, None if endpoint is None else endpoint.id)
+        if identity in seen:
+            continue
+        seen.add(identity)
+        rights.append(RightEntry(len(rights) + 1, kind, subject, entry.id, endpoint, NOW,
+                                 "bench"))
         pairs.add((subject, str(entry.id)))
     consents = [ConsentEntry(i + 1, subject_hash(KEY, f"citizen{i}"), rng.choice(clients),
                              rng.choice(services).id, "bench", NOW - timedelta(days=1),

@@ -9,7 +9,10 @@ The schema is created by the Alembic migration ``0001_registry``; never by ``cre
 * ``services`` (of a provider subsystem) and their REST ``endpoints``.
 * ``local_groups`` and ``group_members`` (subsystems).
 * ``rights``: exactly one subject (subsystem, whole member or group), an object (service,
-  or one endpoint of it).
+  or one endpoint of it). ``identity_key`` spells subject and object in one non-null
+  column (checked against them by the database) so that a unique constraint holds even
+  where ids are NULL: two concurrent grants of the same right cannot both insert a row
+  (migration ``0004_rights_unique``).
 * ``consents``: the data subject only as an HMAC-SHA256 keyed hash.
 * ``admin_events``: append-only record of every change (read in id order by the log).
 * ``registry_version``: one row, bumped in the same transaction as every change.
@@ -18,6 +21,7 @@ The schema is created by the Alembic migration ``0001_registry``; never by ``cre
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -30,6 +34,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column
 
 from secserver.db.base import Base
@@ -117,9 +122,31 @@ class GroupMember(Base):
                                               index=True)
 
 
+RIGHT_IDENTITY_SQL = (
+    "subject_kind || ':' || CAST(COALESCE(subject_subsystem_id, subject_member_id,"
+    " subject_group_id) AS TEXT) || '>' || CAST(service_id AS TEXT) || ':'"
+    " || COALESCE(CAST(endpoint_id AS TEXT), '*')"
+)
+
+
+def right_identity_key(subject_kind: str, subject_id: int, service_id: int,
+                       endpoint_id: int | None) -> str:
+    """``kind:subject>service:endpoint`` (``*``: the whole service), as RIGHT_IDENTITY_SQL."""
+    return f"{subject_kind}:{subject_id}>{service_id}:{'*' if endpoint_id is None else endpoint_id}"
+
+
+def _identity_key_default(context: DefaultExecutionContext) -> str:
+    values: dict[str, Any] = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    kind = values["subject_kind"]
+    return right_identity_key(kind, values[f"subject_{kind}_id"], values["service_id"],
+                              values.get("endpoint_id"))
+
+
 class Right(Base):
     __tablename__ = "rights"
     __table_args__ = (
+        UniqueConstraint("identity_key"),
+        CheckConstraint(f"identity_key = {RIGHT_IDENTITY_SQL}", name="identity_key"),
         CheckConstraint(
             "(subject_kind = 'subsystem' AND subject_subsystem_id IS NOT NULL"
             " AND subject_member_id IS NULL AND subject_group_id IS NULL)"
@@ -145,6 +172,8 @@ class Right(Base):
                                                     index=True)
     granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     granted_by: Mapped[str] = mapped_column(String(255), nullable=False)
+    identity_key: Mapped[str] = mapped_column(String(200), nullable=False,
+                                              default=_identity_key_default)
 
 
 class Consent(Base):

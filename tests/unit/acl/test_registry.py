@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from registry_db import CONSUMER, PROVIDER, SERVICE, registry_session  # noqa: F401
+from sqlalchemy import event, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from secserver.acl import models as m
@@ -19,17 +20,6 @@ from secserver.identifiers import ClientId, ServiceId
 
 KEY = b"test-subject-key-0123456789abcdef"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-PROVIDER = "JP-DEV/GOV/TOYONO/RESIDENTS"
-SERVICE = f"{PROVIDER}/population"
-CONSUMER = "JP-DEV/COM/OTTA/TAGS"
-
-
-@pytest.fixture
-def session(migrated_url: str) -> Iterator[Session]:
-    engine = make_engine(migrated_url)
-    with session_factory(engine)() as s:
-        yield s
-    engine.dispose()
 
 
 def populate(s: Session) -> None:
@@ -279,21 +269,79 @@ def test_import_is_atomic_and_names_the_bad_item(session: Session) -> None:
         r.import_registry(session, "importer", {"format": "other"})
 
 
-def test_revoke_removes_duplicates_left_by_racing_grants(session: Session) -> None:
+def test_the_database_holds_one_row_per_right(session: Session) -> None:
     populate(session)
     right, _ = r.grant(session, "a", CONSUMER, SERVICE, now=T0)
     original = session.get(m.Right, right["id"])
-    assert original is not None
-    # What two concurrent grants can leave behind (the idempotency check is not atomic).
+    assert original is not None and original.identity_key == \
+        f"subsystem:{original.subject_subsystem_id}>{original.service_id}:*"
+    # What two racing grants used to leave behind: the unique identity key refuses it,
+    # although endpoint_id (and two of the subject columns) are NULL.
     session.add(m.Right(subject_kind="subsystem",
                         subject_subsystem_id=original.subject_subsystem_id,
                         service_id=original.service_id, granted_at=T0, granted_by="racer"))
-    session.commit()
-    r.revoke(session, "a", CONSUMER, SERVICE)
-    assert r.list_rights(session, subject=CONSUMER) == []
-    snapshot = load_snapshot(session)
-    assert not decide(snapshot, ClientId.parse(CONSUMER), ServiceId.parse(SERVICE), "GET",
-                      "/", None, T0).allowed
+    with pytest.raises(IntegrityError, match="identity_key"):
+        session.commit()
+    session.rollback()
+    # A key that does not spell the row's subject and object is refused too.
+    session.add(m.Right(subject_kind="subsystem",
+                        subject_subsystem_id=original.subject_subsystem_id,
+                        service_id=original.service_id, granted_at=T0, granted_by="forger",
+                        identity_key="subsystem:0>0:*"))
+    with pytest.raises(IntegrityError, match="identity_key"):
+        session.commit()
+    session.rollback()
+    assert len(r.list_rights(session, subject=CONSUMER)) == 1
+
+
+def grant_concurrently_before_flush(session: Session, url: str, method: str | None = None,
+                                    path: str | None = None) -> None:
+    """When ``session`` is about to insert a right, first grant CONSUMER on SERVICE
+    (or one of its endpoints) from another connection and commit (once): the race between
+    a grant's check and its insert, made deterministic."""
+    fired: list[bool] = []
+
+    def other_grant(flushing: Session, _context: object, _instances: object) -> None:
+        if fired or not any(isinstance(o, m.Right) for o in flushing.new):
+            return
+        fired.append(True)
+        engine = make_engine(url)
+        with session_factory(engine)() as other:
+            r.grant(other, "racer", CONSUMER, SERVICE, method=method, path=path, now=T0)
+        engine.dispose()
+
+    event.listen(session, "before_flush", other_grant)
+
+
+def test_concurrent_grants_leave_one_right(session: Session, migrated_url: str) -> None:
+    populate(session)
+    version = r.registry_version(session)
+    grant_concurrently_before_flush(session, migrated_url, method="GET", path="/people/*")
+    right, created = r.grant(session, "a", CONSUMER, SERVICE, method="GET", path="/people/*")
+    assert not created and right["granted_by"] == "racer"  # the winner's right, reported
+    assert [x["id"] for x in r.list_rights(session, subject=CONSUMER)] == [right["id"]]
+    assert [e.action for e in events(session)].count("right.grant") == 1
+    assert r.registry_version(session) == version + 1  # only the winner changed anything
+
+
+def test_a_lost_grant_race_rolls_an_import_back(session: Session, migrated_url: str) -> None:
+    populate(session)
+    document = r.export_registry(session)
+    document["rights"] = [{"subject": CONSUMER, "service": SERVICE}]
+    # A consent after the right: never recorded, the import stops at the lost race. (On
+    # SQLite the right must be the import's first write: from then on the import holds the
+    # database's write lock, and no other change can race it.)
+    document["consents"] = [{"subject_hash": "ab" * 32, "client": CONSUMER,
+                             "service": SERVICE, "purpose": "care"}]
+    version = r.registry_version(session)
+    grant_concurrently_before_flush(session, migrated_url)
+    with pytest.raises(r.RegistryError, match=r"rights\[0\]: .*granted by a concurrent change"):
+        r.import_registry(session, "importer", document)
+    assert r.registry_version(session) == version + 1  # the racer's grant, nothing else
+    assert [x["granted_by"] for x in r.list_rights(session)] == ["racer"]
+    assert r.list_consents(session) == []
+    again = r.import_registry(session, "importer", document)  # run it again
+    assert again["added"] == 1 and [c.split()[0] for c in again["changes"]] == ["consent.record"]
 
 
 def test_events_and_versions_move_together(session: Session) -> None:

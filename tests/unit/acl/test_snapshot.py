@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from registry_db import CONSUMER, PROVIDER, SERVICE, registry_session  # noqa: F401
 from sqlalchemy.orm import Session
 
 from secserver.acl import registry as r
@@ -15,18 +15,7 @@ from secserver.acl.snapshot import RegistryWatcher, load_snapshot
 from secserver.db.engine import make_async_engine, make_engine, session_factory
 from secserver.identifiers import ClientId, ServiceId
 
-PROVIDER = "JP-DEV/GOV/TOYONO/RESIDENTS"
-SERVICE = f"{PROVIDER}/population"
-CONSUMER = "JP-DEV/COM/OTTA/TAGS"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def session(migrated_url: str) -> Iterator[Session]:
-    engine = make_engine(migrated_url)
-    with session_factory(engine)() as s:
-        yield s
-    engine.dispose()
 
 
 def populate(s: Session) -> None:
