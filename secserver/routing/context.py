@@ -11,7 +11,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from secserver.acl.snapshot import RegistrySnapshot
 from secserver.audit.records import BodyPolicy, MessageRecord
@@ -73,10 +75,15 @@ def precheck_length(request: web.BaseRequest, limits: LimitsSection) -> None:
 async def read_request_body(request: web.BaseRequest, node: ExchangeNode) -> SpooledBody:
     """The request body, size-limited, within ``[limits] body_timeout``, hashed, spooled."""
     precheck_length(request, node.limits)
-    return await spool(request.content.iter_chunked(256 * 1024),
-                       max_bytes=node.limits.max_message_bytes,
-                       threshold=node.limits.spool_threshold_bytes,
-                       spool_dir=node.spool_dir, deadline_s=node.limits.body_timeout)
+    try:
+        return await spool(request.content.iter_chunked(256 * 1024),
+                           max_bytes=node.limits.max_message_bytes,
+                           threshold=node.limits.spool_threshold_bytes,
+                           spool_dir=node.spool_dir, deadline_s=node.limits.body_timeout)
+    except (ConnectionError, aiohttp.ClientError, HttpProcessingError) as exc:
+        # the caller went away or broke the framing mid-body: nobody reads an answer
+        raise InvalidRequest("the request body was cut off or malformed",
+                             detail=type(exc).__name__) from exc
 
 
 def peer_certificate_der(request: web.BaseRequest) -> bytes | None:

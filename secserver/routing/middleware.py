@@ -74,6 +74,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             f"{exc.reason}: this port serves X-Road REST calls under /r1/ and SOAP "
             "envelopes posted to /", http_status=exc.status)
         return error_response(request, error, side)
+    except ConnectionError:
+        # the caller went away while we answered: nobody to tell, nothing internal broke
+        log.info("caller disconnected", path=request.raw_path[:200], method=request.method)
+        raise
     except Exception:
         reference = uuid.uuid4().hex
         log.exception("internal error", reference=reference)

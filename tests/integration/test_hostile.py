@@ -290,3 +290,15 @@ def test_soap_duplicate_header_element(exchange: Exchange) -> None:
 def test_soap_bad_object_type(exchange: Exchange) -> None:
     document = valid_envelope().replace(b'id:objectType="SUBSYSTEM"', b'id:objectType="X"')
     assert soap_post(exchange, document).code == "Client.InvalidSoap"
+
+
+def test_callers_that_vanish_mid_body_are_not_internal_errors(exchange: Exchange) -> None:
+    with socket.create_connection(("127.0.0.1", exchange.consumer_port), timeout=10) as sock:
+        sock.sendall(head(exchange, exchange.rest_target(ECHO), method="POST")
+                     + b"Content-Length: 100000\r\n\r\n" + b"x" * 100)
+        time.sleep(0.3)
+    time.sleep(0.5)
+    answer = exchange.call("GET", exchange.rest_target(ECHO))
+    assert answer.status == 200  # the node goes on serving
+    log = exchange.node_log(exchange.consumer)
+    assert "Traceback" not in log and "internal error" not in log
