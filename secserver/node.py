@@ -40,7 +40,7 @@ from secserver.errors import ConfigError
 from secserver.routing import consumer, provider
 from secserver.routing.backend import BackendClient
 from secserver.routing.context import NODE_KEY, ExchangeNode
-from secserver.routing.directory import Directory, load_directory
+from secserver.routing.directory import Directory, certificate_sha256, load_directory
 from secserver.routing.middleware import SIDE_KEY, error_middleware, use_coded_errors
 from secserver.routing.peer import PeerPool
 from secserver.routing.replay import ReplayGuard
@@ -128,6 +128,17 @@ class Node:
             raise ConfigError([f"[node] server_id: {config.server_id} is not in the member "
                                f"directory {directory_file}"])
 
+        own_cert = load_certificates(server_cert)[0]
+        if certificate_sha256(own_cert) != own.tls_cert_sha256:
+            raise ConfigError([f"[server] cert_file: {server_cert} is not the TLS certificate "
+                               f"the member directory lists for {config.server_id}; other "
+                               "security servers would refuse this node"])
+        signer = Signer.from_config(config)
+        if signer.member != config.server_id.owner:
+            raise ConfigError([f"[signing] cert_file: the signing certificate belongs to "
+                               f"{signer.member}, not to this node's owner "
+                               f"{config.server_id.owner}"])
+
         if config.database.auto_upgrade:
             await asyncio.to_thread(migrate.upgrade, config.database_url)
         self.engine = make_async_engine(config.database_url)
@@ -144,7 +155,6 @@ class Node:
         registry = RegistryWatcher(self.engine, config.acl.refresh_interval,
                                    subject_key=subject_key)
         await registry.start()
-        signer = Signer.from_config(config)
         writer = LogWriter(config, engine=self.engine)
         replay_engine = self.engine
         if is_sqlite(config.database_url):

@@ -341,3 +341,30 @@ def test_requests_cannot_steer_the_backend(exchange: Exchange, path: str) -> Non
     headers = echo["headers"]
     assert isinstance(headers, dict)
     assert headers["host"] == f"127.0.0.1:{exchange.backend_port}"
+
+
+def test_serve_refuses_keys_that_do_not_fit_the_node(exchange: Exchange) -> None:
+    import os
+    import subprocess
+    import sys
+
+    pki = exchange.layout.pki
+    cases = {
+        "SECSERVER_SERVER_CERT_FILE": (str(pki / "servers/COM.OTTA.SS1/tls.crt"),
+                                       "[server] cert_file"),
+        "SECSERVER_SIGNING_CERT_FILE": (str(pki / "members/COM.OTTA/sign.crt"),
+                                        "[signing] cert_file"),
+    }
+    for key, (value, expected) in cases.items():
+        env = {**os.environ, **exchange.env["consumer"], key: value,
+               "SECSERVER_NODE_DATA_DIR": str(exchange.layout.root / "data" / "misfit")}
+        if key == "SECSERVER_SIGNING_CERT_FILE":
+            env["SECSERVER_SIGNING_KEY_FILE"] = str(pki / "members/COM.OTTA/sign.key")
+        else:
+            env["SECSERVER_SERVER_KEY_FILE"] = str(pki / "servers/COM.OTTA.SS1/tls.key")
+        result = subprocess.run([sys.executable, "-m", "secserver", "serve", "--config",
+                                 str(exchange.layout.consumer_config)], capture_output=True,
+                                text=True, timeout=60, check=False, env=env,
+                                cwd=exchange.layout.root)
+        assert result.returncode == 1, result.stderr
+        assert expected in result.stderr, result.stderr
