@@ -397,6 +397,13 @@ def _parse_common(data: bytes) -> ParsedSignedData | None:
     SHA-256, the three usual signed attributes and ECDSA or RSA PKCS#1 v1.5, matched by
     comparing bytes; ``None`` for anything else (then the general parser runs). The result
     equals what the general parser returns."""
+    layout = _common_layout(data)
+    return None if layout is None else layout[0]
+
+
+def _common_layout(data: bytes) -> tuple[ParsedSignedData, int, int] | None:
+    """``_parse_common`` with where the variable parts sit: the offsets of the signed
+    attributes' [0] tag and of the signingTime value (13 bytes of UTCTime content)."""
     read = der.read
     try:
         tag, start, end = read(data)
@@ -430,14 +437,15 @@ def _parse_common(data: bytes) -> ParsedSignedData | None:
         tag, sid_start, sid_end = read(data, si_start + 3, end)
         if not data.startswith(_SHA256_ALG_ATTRS, sid_end):
             return None
-        tag, a_start, a_end = read(data, sid_end + len(_SHA256_ALG), end)
+        attrs_at = sid_end + len(_SHA256_ALG)
+        tag, a_start, a_end = read(data, attrs_at, end)
         if a_end - a_start != _COMMON_ATTRS_LEN or \
                 not data.startswith(_DATA_CONTENT_TYPE_ATTR, a_start):
             return None
         pos = a_start + len(_DATA_CONTENT_TYPE_ATTR)
         if not data.startswith(_SIGNING_TIME_ATTR_HEAD, pos):
             return None
-        pos += len(_SIGNING_TIME_ATTR_HEAD)
+        time_at = pos = pos + len(_SIGNING_TIME_ATTR_HEAD)
         time_value = b"\x17\x0d" + data[pos:pos + 13]
         pos += 13
         if not data.startswith(_DIGEST_ATTR_PREFIX, pos):
@@ -459,11 +467,11 @@ def _parse_common(data: bytes) -> ParsedSignedData | None:
     return ParsedSignedData(
         content_type=ID_DATA, content=None, certificates=tuple(certificates),
         signer_issuer_serial=data[sid_start:sid_end], signer_key_id=None, digest_oid=ID_SHA256,
-        signed_attrs=b"\x31" + data[sid_end + len(_SHA256_ALG) + 1:a_end],
+        signed_attrs=b"\x31" + data[attrs_at + 1:a_end],
         attributes={ID_CONTENT_TYPE: [_ID_DATA_OID], ID_SIGNING_TIME: [time_value],
                     ID_MESSAGE_DIGEST: [digest_value]},
         signature_alg=alg_oid, signature_params=params,
-        signature=data[g_start:g_end])
+        signature=data[g_start:g_end]), attrs_at, time_at
 
 
 def _parse(data: bytes) -> ParsedSignedData:
@@ -745,6 +753,134 @@ def _verify_parsed(parsed: ParsedSignedData, content: bytes, trust: TrustStore, 
     return signer, signing_time
 
 
+# --- the fast path for a signer seen before ------------------------------------------
+#
+# Once a common-layout signature (``_common_layout``) has verified completely, its bytes
+# minus the variable parts (signingTime, message digest and signature value) become a
+# template. A later signature of the same length that equals the template everywhere else
+# has, byte for byte, the same structure, certificates, signer identifier and algorithms,
+# so the general parser would return the same result with only those parts different.
+# The checks themselves all run again on every message: signing time decoded, digest
+# compared, signature verified, certificate path validated at ``now`` by the trust store
+# (its cache reuses a validated chain only while ``now`` lies within every certificate's
+# validity), member bound by the caller.
+
+_TEMPLATE_KEY = 160  # bytes of a signature's beginning that name its template (with the
+# length of the header, they reach into the signer certificate's serial number)
+_TEMPLATE_CACHE_SIZE = 1024
+_UTC_TIME_HEAD = b"\x17\x0d"
+
+
+@dataclass(slots=True)
+class _Template:
+    size: int            # total length of the signature DER
+    prefix: bytes        # everything before the signingTime value
+    time_at: int
+    digest_at: int
+    middle: bytes        # from after the digest to the signature value: algorithm, header
+    middle_at: int
+    sig_at: int
+    attrs_at: int        # the signed attributes' [0] tag
+    attrs_end: int
+    signer: _SignerCert
+    signer_der: bytes
+    intermediates: tuple[x509.Certificate, ...]
+    verify: Callable[[bytes, bytes], None]  # (signature, signed attributes) -> None or raise
+    # the last certificate path validation: trust store, purpose, and the window in which
+    # every certificate of the path is valid (reused only for that store and purpose, and
+    # only while ``now`` lies inside the window)
+    validated: tuple[TrustStore, Purpose, datetime, datetime] | None = None
+
+
+_templates: dict[bytes, _Template] = {}
+
+
+def _signature_check(public_key: CertificatePublicKeyTypes, signature_alg: str
+                     ) -> Callable[[bytes, bytes], None] | None:
+    if signature_alg == ID_ECDSA_SHA256 and isinstance(public_key, ec.EllipticCurvePublicKey):
+        ec_key, ecdsa = public_key, _ECDSA_OBJECTS[ID_SHA256]
+
+        def check_ec(signature: bytes, data: bytes) -> None:
+            ec_key.verify(signature, data, ecdsa)
+        return check_ec
+    if signature_alg == ID_RSA_ENCRYPTION and isinstance(public_key, rsa.RSAPublicKey):
+        rsa_key, sha256 = public_key, _HASH_OBJECTS[ID_SHA256]
+
+        def check_rsa(signature: bytes, data: bytes) -> None:
+            rsa_key.verify(signature, data, _PKCS1V15, sha256)
+        return check_rsa
+    return None
+
+
+def _remember_template(data: bytes, layout: tuple[ParsedSignedData, int, int],
+                       signer: _SignerCert, signer_der: bytes) -> None:
+    """Keep the layout of a signature that verified completely (see above)."""
+    parsed, attrs_at, time_at = layout
+    if signer.public_key is None or len(data) < _TEMPLATE_KEY:
+        return
+    check = _signature_check(signer.public_key, parsed.signature_alg)
+    if check is None:
+        return
+    digest_at = time_at + 13 + len(_DIGEST_ATTR_PREFIX)
+    sig_at = len(data) - len(parsed.signature)
+    intermediates = tuple(_signer_cert(c).cert for c in parsed.certificates
+                          if c is not signer_der)
+    template = _Template(
+        size=len(data), prefix=data[:time_at], time_at=time_at, digest_at=digest_at,
+        middle=data[digest_at + 32:sig_at], middle_at=digest_at + 32, sig_at=sig_at,
+        attrs_at=attrs_at, attrs_end=digest_at + 32, signer=signer, signer_der=signer_der,
+        intermediates=intermediates, verify=check)
+    if len(_templates) >= _TEMPLATE_CACHE_SIZE:
+        _templates.clear()
+    _templates[data[:_TEMPLATE_KEY]] = template  # dict writes are atomic: no lock needed
+
+
+@functools.lru_cache(maxsize=256)
+def _utc_time(content: bytes) -> datetime:
+    return der.read_time(der.UTC_TIME, content)
+
+
+def _verify_known(data: bytes, content: bytes, trust: TrustStore, now: datetime,
+                  purpose: Purpose) -> tuple[_SignerCert, datetime] | None:
+    """Verify a detached signature laid out like one verified before (a template), with
+    every check of ``_verify_parsed`` in the same order; ``None`` when no template fits."""
+    template = _templates.get(data[:_TEMPLATE_KEY])
+    if template is None or len(data) != template.size or \
+            not data.startswith(template.prefix) or \
+            not data.startswith(_DIGEST_ATTR_PREFIX, template.time_at + 13) or \
+            not data.startswith(template.middle, template.middle_at):
+        return None
+    time_at, digest_at = template.time_at, template.digest_at
+    try:
+        signing_time = _utc_time(data[time_at:time_at + 13])
+    except der.DerError as exc:
+        raise MalformedSignature(f"signed attribute is malformed: {exc}") from exc
+    if data[digest_at:digest_at + 32] != hashlib.sha256(content).digest():
+        raise DigestMismatch("the signed message digest does not match the content: the "
+                             "signed document or body was altered, or is not the one signed")
+    try:
+        template.verify(data[template.sig_at:],
+                        b"\x31" + data[template.attrs_at + 1:template.attrs_end])
+    except CryptoInvalidSignature as exc:
+        raise InvalidSignature("the signature value does not verify with the signer "
+                               "certificate's public key (signature or content altered)") from exc
+    signer = template.signer
+    memo = template.validated
+    if memo is None or memo[0] is not trust or memo[1] is not purpose or \
+            not memo[2] <= now <= memo[3]:
+        try:
+            chain = trust.verify_der(template.signer_der, signer.cert, now=now,
+                                     purpose=purpose, intermediates=template.intermediates)
+        except VerificationError:
+            raise
+        except Exception as exc:  # a malformed extension or name, found when first read
+            raise MalformedSignature(f"a certificate in the signature is malformed: "
+                                     f"{type(exc).__name__} {exc}") from exc
+        template.validated = (trust, purpose, max(c.not_valid_before_utc for c in chain),
+                              min(c.not_valid_after_utc for c in chain))
+    return signer, signing_time
+
+
 def _bind(info: _SignerCert, expected: ClientId | None) -> ClientId | None:
     member = info.member
     if expected is None:
@@ -799,14 +935,12 @@ def verify_detached(signature: bytes, content: bytes, trust: TrustStore, now: da
                                          f"{exc}") from exc
             return VerifiedSignature(_bind(hit.signer, expected_member), hit.signer.cert,
                                      hit.signing_time)
-    parsed = parse_signed_data(signature)
-    if parsed.content is not None:
-        raise MalformedSignature("the signature encapsulates its content; a detached "
-                                 "signature is expected")
-    if parsed.content_type != ID_DATA:
-        raise MalformedSignature(f"content type {parsed.content_type} is not id-data")
-    signer, signing_time = _verify_parsed(parsed, content, trust, now, purpose)
+    known = _verify_known(signature, content, trust, now, purpose)
+    if known is not None and not reuse:
+        return VerifiedSignature(_bind(known[0], expected_member), known[0].cert, known[1])
+    signer, signing_time = known or _verify_new(signature, content, trust, now, purpose)
     if reuse:
+        parsed = parse_signed_data(signature)
         signer_der = next(c for c in parsed.certificates if _signer_cert(c) is signer)
         others = tuple(_signer_cert(c).cert for c in parsed.certificates if c is not signer_der)
         with _cert_lock:
@@ -815,6 +949,37 @@ def verify_detached(signature: bytes, content: bytes, trust: TrustStore, now: da
             while len(_verified_cache) > 64:
                 _verified_cache.popitem(last=False)
     return VerifiedSignature(_bind(signer, expected_member), signer.cert, signing_time)
+
+
+def _verify_new(signature: bytes, content: bytes, trust: TrustStore, now: datetime,
+                purpose: Purpose) -> tuple[_SignerCert, datetime | None]:
+    """Parse and verify a detached signature; remember its layout when it is the common
+    one and everything verified."""
+    layout = _common_layout(signature)
+    if layout is not None:
+        parsed = layout[0]
+    else:
+        parsed = parse_signed_data(signature)
+        if parsed.content is not None:
+            raise MalformedSignature("the signature encapsulates its content; a detached "
+                                     "signature is expected")
+        if parsed.content_type != ID_DATA:
+            raise MalformedSignature(f"content type {parsed.content_type} is not id-data")
+    signer, signing_time = _verify_parsed(parsed, content, trust, now, purpose)
+    if layout is not None:
+        signer_der = next(c for c in parsed.certificates if _signer_cert(c) is signer)
+        _remember_template(signature, layout, signer, signer_der)
+    return signer, signing_time
+
+
+def verify_single(signature: bytes, content: bytes, trust: TrustStore, now: datetime,
+                  expected_member: ClientId | None
+                  ) -> tuple[ClientId | None, x509.Certificate, datetime | None]:
+    """``verify_detached`` for signing (not a batch), returning member, certificate and
+    signing time as a tuple (for ``signer.verify_message``, which wraps them itself)."""
+    signer, signing_time = _verify_known(signature, content, trust, now, Purpose.SIGNING) or \
+        _verify_new(signature, content, trust, now, Purpose.SIGNING)
+    return _bind(signer, expected_member), signer.cert, signing_time
 
 
 def verify_encapsulated(signature: bytes, trust: TrustStore, now: datetime, *,

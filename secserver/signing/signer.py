@@ -34,7 +34,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from secserver.config import NodeConfig, read_secret
 from secserver.identifiers import ClientId
 from secserver.signing import der
-from secserver.signing.cms import CmsSigner, RsaPadding, utc_now, verify_detached
+from secserver.signing.cms import (
+    CmsSigner,
+    RsaPadding,
+    utc_now,
+    verify_detached,
+    verify_single,
+)
 from secserver.signing.errors import KeyUnavailable, MalformedSignature
 from secserver.signing.keys import PrivateKey, load_certificate, load_private_key
 from secserver.signing.merkle import HASH_SIZE, audit_paths, root_from_path
@@ -119,6 +125,12 @@ def verify_message(document_bytes: bytes, signature_blob: bytes, trust: TrustSto
     ``expected_member``: the client that claims to have signed (member or subsystem); the
     signer certificate must be bound to its member. Raises a ``VerificationError``.
     """
+    if signature_blob[1:2] == b"\x82" and signature_blob[4:5] == b"\x06":
+        # a single signature (the ContentInfo's first element is an OID): checked straight
+        # away, without building the intermediate objects
+        member, certificate, signing_time = verify_single(signature_blob, document_bytes,
+                                                          trust, now, expected_member)
+        return VerifiedMessage(member, certificate, signing_time, None)
     blob = SignatureBlob.from_bytes(signature_blob)
     if blob.batch is None:
         content = document_bytes

@@ -25,11 +25,12 @@ from secserver.signing.errors import (
     WrongKeyUsage,
 )
 from secserver.signing.pki import KeyType, member_subject, server_subject
-from secserver.signing.trust import TrustStore
+from secserver.signing.trust import Purpose, TrustStore
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 TOYONO = ClientId("JP-DEV", "GOV", "TOYONO")
 OTTA = ClientId("JP-DEV", "COM", "OTTA")
+ELDERCARE = ClientId("JP-DEV", "GOV", "TOYONO", "ELDERCARE")
 DOC = b"secserver-signed-document: 1\nmessage-id: x\n"
 
 
@@ -196,3 +197,101 @@ def test_fast_signing_equals_general_assembly(signer: cms.CmsSigner, trust: Trus
             if when.year < 2040:
                 assert cms.verify_detached(signature, content, trust, NOW).signing_time == \
                     when.replace(microsecond=0)
+
+
+@pytest.mark.parametrize("key_type", ["ec-p256", "rsa2048"])
+def test_known_layout_runs_every_check(key_type: KeyType, ca: Issued, trust: TrustStore) -> None:
+    """After one signature of a signer verified, the next ones take the template path,
+    which gives what the general path gives and still finds every failure."""
+    leaf = make_leaf(ca, member_subject(TOYONO), key_type=key_type,
+                     not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=1))
+    signer = cms.CmsSigner(leaf.key, leaf.cert)
+    first = signer.sign(DOC, signing_time=NOW)
+    assert cms._verify_known(first, DOC, trust, NOW, Purpose.SIGNING) is None  # not seen yet
+    cms.verify_detached(first, DOC, trust, NOW)
+
+    def sign(content: bytes, when: datetime) -> bytes:
+        """A signature as long as the first (ECDSA values vary by a byte or two, and each
+        length has its own template)."""
+        for _attempt in range(100):
+            signature = signer.sign(content, signing_time=when)
+            if len(signature) == len(first):
+                return signature
+        raise AssertionError("no signature of the first one's length")
+
+    for i in range(5):
+        content, when = DOC + bytes([i]), NOW + timedelta(seconds=i)
+        signature = sign(content, when)
+        fast = cms._verify_known(signature, content, trust, NOW, Purpose.SIGNING)
+        assert fast is not None
+        assert fast == cms._verify_parsed(cms._parse(signature), content, trust, NOW,
+                                           Purpose.SIGNING)
+        assert cms.verify_detached(signature, content, trust, NOW, expected_member=ELDERCARE) \
+            == cms.VerifiedSignature(TOYONO, leaf.cert, when)
+
+    signature = sign(DOC, NOW)
+
+    def known(sig: bytes, content: bytes = DOC, at: datetime = NOW,
+              store: TrustStore = trust, purpose: Purpose = Purpose.SIGNING) -> None:
+        assert cms._verify_known(sig, content, store, at, purpose) is not None
+
+    known(signature)
+    with pytest.raises(DigestMismatch):
+        known(signature, DOC + b"x")
+    for pos in (len(signature) - 1, len(signature) - 20):
+        with pytest.raises(InvalidSignature):
+            known(signature[:pos] + bytes([signature[pos] ^ 0x01]) + signature[pos + 1:])
+    stamp = b"300601120000Z"
+    assert signature.count(stamp) == 1
+    with pytest.raises(InvalidSignature):  # another valid signing time: signature breaks
+        known(signature.replace(stamp, b"300601120001Z"))
+    for bad in (b"301301120000Z", b"30060112000xZ", b"3006011200000"):
+        with pytest.raises(MalformedSignature):
+            known(signature.replace(stamp, bad))
+    with pytest.raises(CertificateExpired):
+        known(signature, at=NOW + timedelta(days=2))
+    with pytest.raises(CertificateNotYetValid):
+        known(signature, at=NOW - timedelta(days=2))
+    with pytest.raises(UntrustedCertificate):
+        known(signature, store=TrustStore([make_ca("Elsewhere").cert]))
+    with pytest.raises(WrongKeyUsage):
+        known(signature, purpose=Purpose.TIMESTAMPING)
+    with pytest.raises(SignerMismatch):
+        cms.verify_detached(signature, DOC, trust, NOW, expected_member=OTTA)
+    known(signature)  # and it still verifies after all that
+
+
+def test_known_layout_checks_every_certificate_of_the_path() -> None:
+    """The cached path validation holds only while every certificate of the path is valid:
+    here the intermediate CA expires long before the signer certificate."""
+    root = make_ca("Root", path_length=1)
+    inter = make_ca("Intermediate", issuer=root, not_after=NOW + timedelta(days=1))
+    leaf = make_leaf(inter, member_subject(TOYONO))
+    store = TrustStore([root.cert])
+    signer = cms.CmsSigner(leaf.key, leaf.cert, chain=[inter.cert])
+    signature = signer.sign(DOC, signing_time=NOW)
+    assert cms.verify_detached(signature, DOC, store, NOW).member == TOYONO
+    # a new message, as long as the first (each length of ECDSA value has its own template)
+    again = next(sig for sig in (signer.sign(DOC, signing_time=NOW + timedelta(seconds=1))
+                                 for _ in range(100)) if len(sig) == len(signature))
+    assert cms._verify_known(again, DOC, store, NOW, Purpose.SIGNING) is not None
+    with pytest.raises(CertificateExpired, match="CA certificate"):
+        cms._verify_known(again, DOC, store, NOW + timedelta(days=2), Purpose.SIGNING)
+    with pytest.raises(UntrustedCertificate):  # the intermediate alone is not a trust anchor
+        cms._verify_known(again, DOC, TrustStore([make_ca("Root").cert]), NOW, Purpose.SIGNING)
+
+
+def test_failed_signatures_leave_no_template(ca: Issued, trust: TrustStore) -> None:
+    stranger = make_leaf(make_ca("Elsewhere"), member_subject(TOYONO))
+    signature = cms.sign_detached(DOC, stranger.key, stranger.cert, signing_time=NOW)
+    with pytest.raises(UntrustedCertificate):
+        cms.verify_detached(signature, DOC, trust, NOW)
+    leaf = make_leaf(ca, member_subject(TOYONO))
+    other = cms.sign_detached(DOC, leaf.key, leaf.cert, signing_time=NOW)
+    with pytest.raises(DigestMismatch):
+        cms.verify_detached(other, DOC + b"x", trust, NOW)
+    for sig in (signature, other):
+        assert cms._templates.get(sig[:cms._TEMPLATE_KEY]) is None
+        assert cms._verify_known(sig, DOC, trust, NOW, Purpose.SIGNING) is None
+    cms.verify_detached(other, DOC, trust, NOW)
+    assert cms._verify_known(other, DOC, trust, NOW, Purpose.SIGNING) is not None

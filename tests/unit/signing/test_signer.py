@@ -243,9 +243,12 @@ def test_batch_reuse_still_checks_time_trust_and_member(ec_leaf: Issued,
 
 
 @pytest.fixture(scope="module")
-def sample_blobs(ec_leaf: Issued) -> list[bytes]:
+def sample_blobs(ec_leaf: Issued, trust: TrustStore) -> list[bytes]:
     signer = Signer(ec_leaf.key, ec_leaf.cert, clock=lambda: NOW)
-    return [signer.sign_now(b"doc"), signer.sign_many([b"doc", b"other"])[0]]
+    blobs = [signer.sign_now(b"doc"), signer.sign_many([b"doc", b"other"])[0]]
+    for blob in blobs:  # verified once, so mutations also meet the path for known layouts
+        verify_message(b"doc", blob, trust, NOW, TOYONO)
+    return blobs
 
 
 @settings(max_examples=300, deadline=None)
