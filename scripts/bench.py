@@ -113,7 +113,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--targets", default="direct,baseline,exchange",
                         help="which of direct, baseline, exchange to run (default all)")
     parser.add_argument("--revisions", default="",
-                        help="also measure the exchange as of these git revisions (comma "
+                        help="also measure the exchange as of these git revisions, or from "
+                             "these directories holding a secserver package (comma "
                              "separated), side by side with the working tree")
     parser.add_argument("--max-requests", type=int, default=500_000,
                         help="upper bound of requests per run (default 500000)")
@@ -292,13 +293,15 @@ def run_benchmark(args: argparse.Namespace, procs: Processes, stack: contextlib.
 
         for db in args.db_list:
             for revision in [None, *args.revision_list]:
-                name = f"exchange-{db}" + (f"@{revision}" if revision else "")
+                label = Path(revision).name if revision and Path(revision).is_dir() \
+                    else revision
+                name = f"exchange-{db}" + (f"@{label}" if label else "")
                 try:
                     with pinned_self(layout):
                         exchange = bench_exchange.start_exchange(
                             procs, stack, workdir / name.replace("@", "-at-"), db,
                             backend_url, layout.prefix(layout.server_cpus), log, revision)
-                    targets.append(Target(exchange.name, exchange.url, exchange.headers,
+                    targets.append(Target(name, exchange.url, exchange.headers,
                                           {**exchange.processes, "backend": backend}))
                 except bench_exchange.ExchangeUnavailable as exc:
                     notes.append(f"{name} not measured: {exc}")

@@ -170,17 +170,23 @@ def start_exchange(procs: Processes, stack: contextlib.ExitStack, workdir: Path,
                    revision: str | None = None) -> Exchange:
     """Set up and start TSA, provider and consumer; return how to call the bench service.
 
-    ``revision``: run secserver as of this git revision instead of the working tree.
+    ``revision``: run secserver as of this git revision (or from this directory holding a
+    ``secserver`` package, for trying a change) instead of the working tree.
     """
     _require("secserver.cli.serve", "`secserver serve`")
     _require("secserver.cli.tsa", "`secserver tsa serve`")
     _require("secserver.demo.layout", "the demo layout")
-    name = f"exchange-{db}" + (f"@{revision}" if revision else "")
     workdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
+    name = f"exchange-{db}"
     if revision:
+        source = Path(revision)
+        name += f"@{source.name}"
+        if not (source / "secserver").is_dir():  # not a source directory: a git revision
+            source = source_tree(revision, workdir)
+            name = f"exchange-{db}@{revision}"
         env["PYTHONPATH"] = os.pathsep.join(
-            [str(source_tree(revision, workdir)), *filter(None, [env.get("PYTHONPATH")])])
+            [str(source.resolve()), *filter(None, [env.get("PYTHONPATH")])])
     database_urls = {}
     if db == "postgresql":
         database_urls = {role: _new_database(stack) for role in ("consumer", "provider")}

@@ -170,6 +170,9 @@ class Comparison:
     vs_direct: float          # rps(exchange) / rps(direct): "3/1"
     added_p50_ms_vs_direct: float
     added_p50_ms_vs_baseline: float
+    # CPU ms per request of the baseline / of the exchange: the throughput ratio one would
+    # see if both were CPU-bound on a core of their own (robust on a busy machine)
+    cpu_vs_baseline: float = math.nan
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -190,7 +193,9 @@ def compare(summaries: Sequence[Summary]) -> list[Comparison]:
             vs_baseline=_ratio(s.rps, baseline.rps) if baseline else math.nan,
             vs_direct=_ratio(s.rps, direct.rps) if direct else math.nan,
             added_p50_ms_vs_direct=s.p50_ms - direct.p50_ms if direct else math.nan,
-            added_p50_ms_vs_baseline=s.p50_ms - baseline.p50_ms if baseline else math.nan))
+            added_p50_ms_vs_baseline=s.p50_ms - baseline.p50_ms if baseline else math.nan,
+            cpu_vs_baseline=_ratio(baseline.cpu_ms_total, s.cpu_ms_total) if baseline
+            else math.nan))
     return comparisons
 
 
@@ -202,7 +207,7 @@ def render_table(summaries: Sequence[Summary], comparisons: Sequence[Comparison]
     """A plain-text table: one row per (concurrency, size, target)."""
     ratio = {(c.target, c.size, c.concurrency): c for c in comparisons}
     header = ("conc", "size", "target", "runs", "req/s", "p50 ms", "p99 ms", "errors",
-              "x baseline", "x direct", "+p50 ms", "CPU ms/req", "peak RSS MiB")
+              "x baseline", "x direct", "+p50 ms", "CPU ms/req", "CPU x base", "peak RSS MiB")
     rows: list[tuple[str, ...]] = [header]
     order = {"direct": 0, "baseline": 1}
     for s in sorted(summaries, key=lambda s: (s.concurrency, s.size, order.get(s.target, 2),
@@ -213,11 +218,11 @@ def render_table(summaries: Sequence[Summary], comparisons: Sequence[Comparison]
                      _fmt(s.rps, 0), _fmt(s.p50_ms, 2), _fmt(s.p99_ms, 2), str(s.errors),
                      _fmt(c.vs_baseline, 2) if c else "", _fmt(c.vs_direct, 2) if c else "",
                      _fmt(c.added_p50_ms_vs_direct, 2) if c else "", _fmt(s.cpu_ms_total, 3),
-                     rss))
+                     _fmt(c.cpu_vs_baseline, 2) if c else "", rss))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []
     for n, row in enumerate(rows):
-        lines.append("  ".join(cell.rjust(w) if i in (0, 3, 4, 5, 6, 7, 8, 9, 10, 11) else
+        lines.append("  ".join(cell.rjust(w) if i in (0, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12) else
                                cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths,
                                                                              strict=True)))
                      .rstrip())

@@ -172,3 +172,8 @@ def test_cpu_per_request_and_total() -> None:
     [summary] = summarise(runs)
     assert summary.cpu_ms_per_request == {"consumer": 2.0, "provider": 1.0}
     assert summary.cpu_ms_total == 3.0
+    baseline = Run(target="baseline", size=1024, concurrency=50, repetition=0, rps=500.0,
+                   p50_ms=1.0, p99_ms=2.0, requests=500, errors=0, duration_s=1.0,
+                   cpu_ms_per_request={"client-proxy": 0.3, "server-proxy": 0.3})
+    [comparison] = compare(summarise([*runs, baseline]))
+    assert comparison.cpu_vs_baseline == pytest.approx(0.2)
