@@ -8,7 +8,8 @@ For ECDSA P-256 and RSA-2048 (PKCS#1 v1.5), in one process, interleaved rounds:
 * verify: ``verify_message(document, blob, trust, now, member)`` (DER parsing, digest,
           signature, certificate path from the trust cache, member binding) against the
           least work that checks the same signature bytes: ``sha256(document)`` and
-          ``public_key.verify(signature, signed_attributes, ...)``;
+          ``public_key.verify(signature, signed_attributes, ...)``; both sides go through
+          the same 16 distinct messages (message id, signing time, signature) in turn;
 * batch:  ``Signer.sign_many`` over N documents (one signature over the Merkle root) and
           ``verify_message`` of all N blobs of a batch (the receiver verifies the shared
           CMS once, then audit paths), per document, against the same primitives.
@@ -25,13 +26,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -55,6 +57,7 @@ DOCUMENT = (
     b"Sz+AWArej0zacXMAPfTnZ5lF9rG0FA==\n"
     b"signing-time: 2026-01-15T09:30:00.250000Z\n"
 )
+MESSAGES = 16  # distinct signed messages the verify rows go through in turn
 
 
 def paired(ours: Callable[[], object], raw: Callable[[], object], seconds: float,
@@ -86,16 +89,20 @@ def paired(ours: Callable[[], object], raw: Callable[[], object], seconds: float
     return done["ours"] * per_call / spent["ours"], done["raw"] / spent["raw"]
 
 
-def raw_ops(key: PrivateKey, certificate: x509.Certificate, single: bytes
+def raw_ops(key: PrivateKey, certificate: x509.Certificate,
+            messages: Sequence[tuple[bytes, bytes]]
             ) -> tuple[Callable[[], object], Callable[[], object]]:
     """The raw primitive: signing is ``key.sign(document)`` (hash and sign); verifying is
-    the least work that checks the same CMS signature ``single`` over the same document:
-    SHA-256 of the document (the messageDigest attribute) and the public-key verification
-    of the very signature bytes over the signed attributes, with the public key of the
-    certificate loaded once."""
-    parsed = cms.parse_signed_data(single)
-    signature, signed_attrs = parsed.signature, parsed.signed_attrs
-    assert signed_attrs is not None
+    the least work that checks the same CMS signatures over the same documents as the
+    secserver side, in the same order: SHA-256 of the document (for the messageDigest
+    attribute) and the public-key verification of the very signature bytes over the
+    signed attributes, with the public key of the certificate loaded once."""
+    parts = []
+    for document, blob in messages:
+        parsed = cms.parse_signed_data(blob)
+        assert parsed.signed_attrs is not None
+        parts.append((document, parsed.signature, parsed.signed_attrs))
+    turn = itertools.cycle(parts)
     public = certificate.public_key()
     if isinstance(key, ec.EllipticCurvePrivateKey):
         algorithm = ec.ECDSA(hashes.SHA256())
@@ -103,7 +110,8 @@ def raw_ops(key: PrivateKey, certificate: x509.Certificate, single: bytes
         ec_public = public
 
         def ec_verify() -> None:
-            hashlib.sha256(DOCUMENT).digest()
+            document, signature, signed_attrs = next(turn)
+            hashlib.sha256(document).digest()
             ec_public.verify(signature, signed_attrs, algorithm)
         return lambda: key.sign(DOCUMENT, algorithm), ec_verify
     assert isinstance(key, rsa.RSAPrivateKey) and isinstance(public, rsa.RSAPublicKey)
@@ -111,7 +119,8 @@ def raw_ops(key: PrivateKey, certificate: x509.Certificate, single: bytes
     rsa_public = public
 
     def rsa_verify() -> None:
-        hashlib.sha256(DOCUMENT).digest()
+        document, signature, signed_attrs = next(turn)
+        hashlib.sha256(document).digest()
         rsa_public.verify(signature, signed_attrs, pad, digest)
     return lambda: key.sign(DOCUMENT, pad, digest), rsa_verify
 
@@ -126,8 +135,18 @@ def bench_key(directory: Path, key_type: KeyType, rounds: int, seconds: float,
     signer = Signer(key, certificate)
     trust = TrustStore.from_files([pki.ca_cert])
     now = datetime.now(UTC)
-    single = signer.sign_now(DOCUMENT)
-    raw_sign, raw_verify = raw_ops(key, certificate, single)
+    # distinct messages (message id, signing time, signature), verified in turn by both sides
+    times = iter([now - timedelta(seconds=i) for i in range(MESSAGES)])
+    maker = Signer(key, certificate, clock=lambda: next(times))
+    messages = [(doc, maker.sign_now(doc)) for doc in (
+        DOCUMENT.replace(b"000000000001", b"%012d" % i) for i in range(MESSAGES))]
+    raw_sign, raw_verify = raw_ops(key, certificate, messages)
+    turn = itertools.cycle(messages)
+
+    def verify_single() -> None:
+        document, blob = next(turn)
+        verify_message(document, blob, trust, now, member)
+
     documents = [DOCUMENT + str(i).encode() for i in range(batch)]
     blobs = signer.sign_many(documents)
 
@@ -138,7 +157,7 @@ def bench_key(directory: Path, key_type: KeyType, rounds: int, seconds: float,
 
     cases: dict[str, tuple[Callable[[], object], int, Callable[[], object]]] = {
         "sign": (lambda: signer.sign_now(DOCUMENT), 1, raw_sign),
-        "verify": (lambda: verify_message(DOCUMENT, single, trust, now, member), 1, raw_verify),
+        "verify": (verify_single, 1, raw_verify),
         f"sign, batch of {batch} (per document)": (lambda: signer.sign_many(documents), batch,
                                                    raw_sign),
         f"verify, batch of {batch} (per document)": (verify_batch, batch, raw_verify),
