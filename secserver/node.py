@@ -196,10 +196,11 @@ class Node:
                            config.client.host, config.client.port, client_ssl)
         await self._listen(self._exchange_app("ServerProxy", node, provider.handle),
                            config.server.host, config.server.port, server_ssl)
-        await self._listen(self._admin_app(), config.admin.host, config.admin.port, None)
-        # last: a node that cannot listen must not have touched its log; until this
-        # returns, messages are refused with LoggingFailed ("not running")
+        # a node that cannot listen must not touch its log; until the writer runs,
+        # messages are refused with LoggingFailed ("not running")
         await writer.start()
+        # health last: once /healthz answers, the node takes messages
+        await self._listen(self._admin_app(), config.admin.host, config.admin.port, None)
         log.info("node started", server_id=str(config.server_id),
                  client=f"{config.client.host}:{config.client.port}",
                  server=f"{config.server.host}:{config.server.port}",
