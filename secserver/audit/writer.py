@@ -191,7 +191,9 @@ class LogWriter:
         try:
             async with self._engine.connect() as conn:
                 state = await conn.run_sync(chain_state, self._node)
-                self._ts_pending = await conn.run_sync(untimestamped_checkpoints, self._node)
+                if self._timestamper is not None:
+                    self._ts_pending = await conn.run_sync(untimestamped_checkpoints,
+                                                           self._node)
                 previous_start = await conn.run_sync(last_start_detail, self._node)
         except Exception as exc:
             raise LoggingFailed(f"cannot read the message log of {self._node}: {exc}; "
@@ -202,6 +204,7 @@ class LogWriter:
         self._running = True
         self._tasks = [asyncio.create_task(self._commit_loop(), name="log-writer"),
                        asyncio.create_task(self._admin_loop(), name="log-admin")]
+        self._tasks[0].add_done_callback(self._writer_ended)
         if self._timestamper is not None:
             self._tasks.append(asyncio.create_task(self._timestamp_loop(),
                                                    name="log-timestamper"))
@@ -236,12 +239,18 @@ class LogWriter:
         if self._timestamper is not None and self._ts_pending:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ts_drained.wait(), self._config.tsa.timeout)
+        # Let the other tasks finish what they are doing (a database call cancelled half
+        # way would leak its connection), then cancel what is still running.
         self._stopping.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        self._ts_wake.set()
+        others = [t for t in self._tasks[1:] if not t.done()]
+        if others:
+            _done, pending = await asyncio.wait(others, timeout=self._config.tsa.timeout + 1)
+            for task in pending:
+                task.cancel()
+            for task in others:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         self._tasks = []
         if self._own_engine and self._engine is not None:
             await self._engine.dispose()
@@ -312,6 +321,20 @@ class LogWriter:
         }
 
     # -- internals ---------------------------------------------------------------------
+
+    def _writer_ended(self, task: asyncio.Task[None]) -> None:
+        """If the writer task ever dies, nothing queued may wait forever: fail closed."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        assert exc is not None
+        message = self._fail("the log writer task stopped", exc)
+        self._running = False
+        queued, self._queue = self._queue, []
+        for item in queued:
+            if not item.future.done():
+                item.future.set_exception(
+                    LoggingFailed("the message log could not be written", detail=message))
 
     def _log_certificate_fingerprint(self) -> str | None:
         path = self._config.log.cert_file
@@ -485,7 +508,7 @@ class LogWriter:
 
     async def _timestamp_loop(self) -> None:
         assert self._timestamper is not None and self._engine is not None
-        while True:
+        while not self._stopping.is_set():
             if not self._ts_pending:
                 self._ts_drained.set()
                 self._ts_wake.clear()

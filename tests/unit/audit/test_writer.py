@@ -205,3 +205,31 @@ async def test_a_new_log_key_is_recorded(migrated_url: str, tmp_path: Path, pki:
     assert events[3]["detail"].startswith("log certificate sha256 ")
     report = verify_node_log(config)  # checkpoints under both keys verify
     assert report.ok and report.checkpoints == 2
+
+
+async def test_grace_period_applies_only_with_a_tsa(migrated_url: str, tmp_path: Path,
+                                                    pki: Path) -> None:
+    from datetime import timedelta
+
+    from secserver.audit.errors import LogTimestampOverdue
+
+    async def tsa_down(_data: bytes) -> bytes:
+        raise OSError("connection refused")
+
+    config = node_config(tmp_path, migrated_url, pki, tsa_url="http://127.0.0.1:9/",
+                         grace_period=60, checkpoint_interval=0.1)
+    writer = LogWriter(config, timestamper=tsa_down, tsa_retry=0.05)
+    await writer.start()
+    await writer.append(sample_message(MemberSigners(pki), 1))
+    await wait_for(lambda: writer.health()["untimestamped_checkpoints"] >= 1
+                   and writer.health()["tsa"] == "unreachable")
+    later = datetime.now(UTC) + timedelta(seconds=61)
+    with pytest.raises(LogTimestampOverdue, match="grace_period"):
+        writer.check_accepting(later)
+    await writer.stop()
+    # the same log, the TSA switched off in the configuration: nothing is waited for
+    writer = LogWriter(node_config(tmp_path, migrated_url, pki, grace_period=60))
+    await writer.start()
+    writer.check_accepting(later)
+    assert writer.health()["tsa"] == "disabled"
+    await writer.stop()
