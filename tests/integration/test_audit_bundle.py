@@ -146,3 +146,24 @@ def test_export_from_an_archive(logged: NodeConfig, tmp_path: Path,
     assert "bundle of message m-1 from JP-DEV/GOV/TOYONO/SS1: verified" in checked.stdout
     shown = secserver("audit", "show", "--config", str(logged.path), "--id", "m-1", "--json")
     assert len(json.loads(shown.stdout)["records"]) == 2
+
+
+def test_a_token_moved_to_another_checkpoint(logged: NodeConfig) -> None:
+    from sqlalchemy import text
+
+    from secserver.db.engine import make_engine
+
+    engine = make_engine(logged.database_url)
+    with engine.begin() as conn:
+        first, second = conn.execute(text(
+            "SELECT checkpoint_seq FROM log_timestamps ORDER BY checkpoint_seq LIMIT 2")
+        ).scalars()
+        conn.execute(text("UPDATE log_timestamps SET token = (SELECT token FROM log_timestamps "
+                          "WHERE checkpoint_seq = :b) WHERE checkpoint_seq = :a"),
+                     {"a": first, "b": second})
+    engine.dispose()
+    done = secserver("audit", "verify", "--config", str(logged.path), "--json")
+    assert done.returncode == 1
+    [problem] = json.loads(done.stdout)["problems"]
+    assert problem["message"].startswith(f"checkpoint {first} timestamp invalid: ")
+    assert "imprint" in problem["message"]
