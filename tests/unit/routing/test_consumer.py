@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+
+import pytest
+
+from secserver.acl.snapshot import SubsystemEntry
+from secserver.identifiers import ClientId
+from secserver.routing.body import SpooledBody
+from secserver.routing.consumer import authorise_caller, relayed_error
+from secserver.routing.errors import AccessDenied, SslAuthenticationFailed, UnknownMember
+from secserver.routing.peer import PeerResponse
+from secserver.routing.soap import render_fault
+
+CLIENT = ClientId.parse("JP-DEV/GOV/TOYONO/X")
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
+OTHER = ipaddress.ip_address("192.0.2.7")
+
+
+def entry(auth: str, *, sha: str | None = None, allow: tuple[str, ...] = ()) -> SubsystemEntry:
+    return SubsystemEntry(CLIENT, True, auth, sha, allow)
+
+
+def test_unknown_client() -> None:
+    with pytest.raises(UnknownMember):
+        authorise_caller(None, str(CLIENT), None, LOOPBACK)
+
+
+def test_tls_pin() -> None:
+    der = b"certificate bytes"
+    pinned = entry("tls", sha=hashlib.sha256(der).hexdigest().upper())
+    authorise_caller(pinned, str(CLIENT), der, OTHER)
+    with pytest.raises(SslAuthenticationFailed):
+        authorise_caller(pinned, str(CLIENT), b"another", OTHER)
+    with pytest.raises(SslAuthenticationFailed):
+        authorise_caller(pinned, str(CLIENT), None, LOOPBACK)
+
+
+def test_allowlist_and_none() -> None:
+    allow = entry("allowlist", allow=("192.0.2.0/24", "not a network"))
+    authorise_caller(allow, str(CLIENT), None, OTHER)
+    with pytest.raises(AccessDenied):
+        authorise_caller(allow, str(CLIENT), None, LOOPBACK)
+    authorise_caller(entry("none"), str(CLIENT), None, LOOPBACK)
+    authorise_caller(entry("none"), str(CLIENT), None, ipaddress.ip_address("::1"))
+    with pytest.raises(AccessDenied):
+        authorise_caller(entry("none"), str(CLIENT), None, OTHER)
+    with pytest.raises(AccessDenied):
+        authorise_caller(entry("magic"), str(CLIENT), None, LOOPBACK)
+
+
+def test_relayed_errors_keep_code_message_and_detail() -> None:
+    body = json.dumps({"type": "Server.ServerProxy.AccessDenied", "message": "no right",
+                       "detail": "d"}).encode()
+    relayed = relayed_error(PeerResponse(403, [], SpooledBody.from_bytes(body)),
+                            "Server.ServerProxy.AccessDenied")
+    assert (relayed.code, relayed.http_status, relayed.message, relayed.detail) == (
+        "Server.ServerProxy.AccessDenied", 403, "no right", "d")
+    fault = render_fault("Server.ServerProxy.InvalidMessage", "mismatch", "path")
+    relayed = relayed_error(PeerResponse(500, [], SpooledBody.from_bytes(fault)),
+                            "Server.ServerProxy.InvalidMessage")
+    assert (relayed.message, relayed.detail, relayed.http_status) == ("mismatch", "path", 500)
+    garbage = relayed_error(PeerResponse(200, [], SpooledBody.from_bytes(b"<<<")), "X.Y")
+    assert garbage.http_status == 502 and garbage.code == "X.Y"
