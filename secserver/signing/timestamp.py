@@ -278,3 +278,31 @@ def tsa_certificate(token_der: bytes) -> x509.Certificate | None:
     parsed = parse_signed_data(token_der)
     return certificate_from_der(parsed.certificates[0]) if parsed.certificates else None
 
+
+
+class TimestampClient:
+    """Asks one TSA for tokens over a single kept-alive HTTP session (``request_timestamp``
+    without a session opens and closes one per call: a new connection each time).
+
+    Create and use it inside the running event loop; call ``close()`` on shutdown.
+    """
+
+    def __init__(self, url: str, *, timeout: float,
+                 trust: TrustStore | None = None) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.trust = trust
+        self._session: aiohttp.ClientSession | None = None
+
+    async def stamp(self, data: bytes, now: datetime | None = None) -> bytes:
+        """A verified TimeStampToken DER over ``data`` (as ``request_timestamp``)."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        return await request_timestamp(self.url, data, timeout=self.timeout,
+                                       session=self._session, trust=self.trust, now=now)
+
+    async def close(self) -> None:
+        """Close the session (a later ``stamp`` opens a new one)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -19,11 +19,13 @@ from secserver.signing.pki import DevPki, init_dev_pki
 from secserver.signing.timestamp import (
     QUERY_TYPE,
     REPLY_TYPE,
+    TimestampClient,
     build_request,
     request_timestamp,
     verify_timestamp,
 )
 from secserver.signing.trust import TrustStore
+from secserver.signing.tsa import DevTsa
 
 pytestmark = pytest.mark.integration
 DATA = b"checkpoint data\n"
@@ -68,6 +70,47 @@ async def test_serve_verify_and_restart(dev_pki: DevPki, tmp_path: Path) -> None
              str(tmp_path / "token"), "-token_in", "-CAfile", str(dev_pki.ca_cert),
              "-untrusted", str(dev_pki.tsa_cert)], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
+
+
+async def test_client_keeps_one_connection(dev_pki: DevPki, tmp_path: Path) -> None:  # noqa: F811
+    """``TimestampClient`` asks over one kept-alive connection (the TSA, served over HTTP on
+    127.0.0.1 by the development TSA code, sees one peer port for several tokens); plain
+    ``request_timestamp`` connects anew each time."""
+    shutil.copytree(dev_pki.directory, tmp_path / "pki")
+    tsa = DevTsa.from_directory(tmp_path / "pki")
+    trust = TrustStore.from_files([dev_pki.ca_cert])
+    peers: list[int] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername")[1])  # type: ignore[union-attr]
+        return web.Response(body=tsa.respond(await request.read(), datetime.now(UTC)),
+                            content_type=REPLY_TYPE)
+
+    app = web.Application()
+    app.router.add_post("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    try:
+        client = TimestampClient(url, timeout=10, trust=trust)
+        serials = []
+        for i in range(3):
+            data = DATA + str(i).encode()
+            serials.append(verify_timestamp(await client.stamp(data), data, trust,
+                                            datetime.now(UTC)).serial)
+        assert len(set(peers)) == 1 and serials == sorted(set(serials))
+        await client.close()
+        again = await client.stamp(DATA)  # a closed client opens a new session when used
+        verify_timestamp(again, DATA, trust, datetime.now(UTC))
+        await client.close()
+        assert len(set(peers)) == 2
+        for _ in range(2):
+            await request_timestamp(url, DATA, timeout=10, trust=trust)
+        assert len(set(peers)) == 4  # without a session: a new connection per token
+    finally:
+        await runner.cleanup()
 
 
 async def test_two_processes_one_directory(dev_pki: DevPki, tmp_path: Path) -> None:  # noqa: F811
