@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -15,8 +15,10 @@ from sqlalchemy.orm import Session
 
 from secserver.acl import models as m
 from secserver.acl.snapshot import as_utc
+from secserver.db.base import Base
 from secserver.errors import SecServerError
 
+T = TypeVar("T")
 Json = dict[str, Any]
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -92,6 +94,40 @@ def transaction(session: Session, *, commit: bool = True) -> Iterator[None]:
         raise
     finally:
         session.info.pop(_OUTER, None)
+
+
+class ConcurrentChange(RegistryError):
+    """A concurrent change inserted the same row first (see :func:`idempotent`)."""
+
+    code = "AlreadyExists"
+    http_status = 409
+
+
+def insert(session: Session, row: Base, done: str) -> None:
+    """Add ``row`` now; a unique constraint refusing it means a concurrent change won
+    (``done``: what that change did, e.g. ``the right ... was granted``)."""
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise ConcurrentChange(f"{done} by a concurrent change; nothing was changed, run "
+                               "it again") from exc
+
+
+def idempotent(session: Session, change: Callable[[], T]) -> T:
+    """Run ``change`` (which finds what exists before it inserts) as one transaction. When
+    its insert loses a race (:class:`ConcurrentChange`) run it once more: now it finds the
+    winner's row. Inside an outer change (an import) the error goes up: the outer
+    transaction is rolled back as a whole and can simply be run again."""
+    inside_another = joined(session)
+    try:
+        with transaction(session):
+            return change()
+    except ConcurrentChange:
+        if inside_another:
+            raise
+    with transaction(session):
+        return change()
 
 
 def _dumps(value: Any) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -13,7 +14,9 @@ from secserver.acl.registry.changes import (
     RegistryError,
     choices,
     exists,
+    idempotent,
     in_use,
+    insert,
     record_event,
     transaction,
     unknown,
@@ -95,22 +98,25 @@ def remove_group(session: Session, actor: str, code: str, *,
         return before
 
 
+def _add_group_member(session: Session, actor: str, at: datetime, code: str,
+                      client: ClientId) -> Json:
+    group = require_group(session, code)
+    row = require_subsystem(session, client)
+    before = group_json(session, group)
+    if str(client) in before["members"]:
+        return before
+    insert(session, m.GroupMember(group_id=group.id, subsystem_id=row.id),
+           f"subsystem {client} was put into local group {code!r}")
+    after = group_json(session, group)
+    record_event(session, actor, at, "group.member.add", f"{code} {client}", before, after)
+    return after
+
+
 def add_group_member(session: Session, actor: str, code: str, subsystem: ClientId | str, *,
                      now: datetime | None = None) -> Json:
-    """Put a registered subsystem into a local group (idempotent)."""
-    with transaction(session):
-        at, client = utc(now), parse_client(subsystem)
-        group = require_group(session, code)
-        row = require_subsystem(session, client)
-        before = group_json(session, group)
-        if str(client) in before["members"]:
-            return before
-        session.add(m.GroupMember(group_id=group.id, subsystem_id=row.id))
-        session.flush()
-        after = group_json(session, group)
-        record_event(session, actor, at, "group.member.add", f"{code} {client}", before,
-                     after)
-        return after
+    """Put a registered subsystem into a local group (idempotent, also when racing)."""
+    at, client = utc(now), parse_client(subsystem)
+    return idempotent(session, partial(_add_group_member, session, actor, at, code, client))
 
 
 def remove_group_member(session: Session, actor: str, code: str, subsystem: ClientId | str, *,

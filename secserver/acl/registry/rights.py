@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from secserver.acl import models as m
@@ -19,8 +19,9 @@ from secserver.acl.registry.changes import (
     Json,
     RegistryError,
     choices,
+    idempotent,
+    insert,
     iso,
-    joined,
     record_event,
     transaction,
     unknown,
@@ -41,13 +42,6 @@ from secserver.identifiers import ClientId, ServiceId
 
 _SUBJECT_COLUMNS = {"subsystem": "subject_subsystem_id", "member": "subject_member_id",
                     "group": "subject_group_id"}
-
-
-class _LostRace(RegistryError):
-    """A concurrent change inserted the same right first (caught by :func:`grant`)."""
-
-    code = "AlreadyExists"
-    http_status = 409
 
 
 def _subject_ref(session: Session, subject: str) -> tuple[str, int]:
@@ -126,12 +120,7 @@ def _grant(session: Session, actor: str, now: datetime, subject: str, service: S
                   granted_at=now if granted_at is None else granted_at,
                   granted_by=actor if granted_by is None else granted_by,
                   **{_SUBJECT_COLUMNS[kind]: row_id})
-    session.add(row)
-    try:
-        session.flush()
-    except IntegrityError as exc:
-        raise _LostRace(f"the right {target} was granted by a concurrent change; nothing "
-                        "was changed, run it again") from exc
+    insert(session, row, f"the right {target} was granted")
     after = rights_json(session, [row])[0]
     record_event(session, actor, now, "right.grant", target, None, after)
     return after, True
@@ -150,17 +139,8 @@ def grant(session: Session, actor: str, subject: str, service: ServiceId | str, 
     imported right's origin (default: ``now`` and ``actor``).
     """
     at, service_id = utc(now), parse_service(service)
-    inside_another = joined(session)
-    try:
-        with transaction(session):
-            return _grant(session, actor, at, subject, service_id, method, path, granted_at,
-                          granted_by)
-    except _LostRace:
-        if inside_another:  # the outer change (an import) is rolled back as a whole
-            raise
-    with transaction(session):  # the concurrent grant committed first: now it is found
-        return _grant(session, actor, at, subject, service_id, method, path, granted_at,
-                      granted_by)
+    return idempotent(session, partial(_grant, session, actor, at, subject, service_id, method,
+                                       path, granted_at, granted_by))
 
 
 def revoke(session: Session, actor: str, subject: str, service: ServiceId | str, *,

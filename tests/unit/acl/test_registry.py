@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from secserver.acl import models as m
 from secserver.acl import registry as r
 from secserver.acl.decision import decide
 from secserver.acl.snapshot import load_snapshot, subject_hash
+from secserver.db.base import Base
 from secserver.db.engine import make_engine, session_factory
 from secserver.identifiers import ClientId, ServiceId
 
@@ -294,34 +296,46 @@ def test_the_database_holds_one_row_per_right(session: Session) -> None:
     assert len(r.list_rights(session, subject=CONSUMER)) == 1
 
 
-def grant_concurrently_before_flush(session: Session, url: str, method: str | None = None,
-                                    path: str | None = None) -> None:
-    """When ``session`` is about to insert a right, first grant CONSUMER on SERVICE
-    (or one of its endpoints) from another connection and commit (once): the race between
-    a grant's check and its insert, made deterministic."""
+def before_inserting(session: Session, model: type[Base], url: str,
+                     change: Callable[[Session], object]) -> None:
+    """When ``session`` is about to insert a ``model`` row, first make ``change`` on another
+    connection and commit it (once): the race between a change's check ("does it exist?")
+    and its insert, made deterministic."""
     fired: list[bool] = []
 
-    def other_grant(flushing: Session, _context: object, _instances: object) -> None:
-        if fired or not any(isinstance(o, m.Right) for o in flushing.new):
+    def other_change(flushing: Session, _context: object, _instances: object) -> None:
+        if fired or not any(isinstance(o, model) for o in flushing.new):
             return
         fired.append(True)
         engine = make_engine(url)
         with session_factory(engine)() as other:
-            r.grant(other, "racer", CONSUMER, SERVICE, method=method, path=path, now=T0)
+            change(other)
         engine.dispose()
 
-    event.listen(session, "before_flush", other_grant)
+    event.listen(session, "before_flush", other_change)
 
 
 def test_concurrent_grants_leave_one_right(session: Session, migrated_url: str) -> None:
     populate(session)
     version = r.registry_version(session)
-    grant_concurrently_before_flush(session, migrated_url, method="GET", path="/people/*")
+    before_inserting(session, m.Right, migrated_url, lambda other: r.grant(
+        other, "racer", CONSUMER, SERVICE, method="GET", path="/people/*", now=T0))
     right, created = r.grant(session, "a", CONSUMER, SERVICE, method="GET", path="/people/*")
     assert not created and right["granted_by"] == "racer"  # the winner's right, reported
     assert [x["id"] for x in r.list_rights(session, subject=CONSUMER)] == [right["id"]]
     assert [e.action for e in events(session)].count("right.grant") == 1
     assert r.registry_version(session) == version + 1  # only the winner changed anything
+
+
+def test_concurrent_group_member_adds_leave_one_membership(session: Session,
+                                                          migrated_url: str) -> None:
+    populate(session)
+    r.add_group(session, "a", "partners")
+    before_inserting(session, m.GroupMember, migrated_url,
+                     lambda other: r.add_group_member(other, "racer", "partners", CONSUMER))
+    assert r.add_group_member(session, "a", "partners", CONSUMER)["members"] == [CONSUMER]
+    added = [e for e in events(session) if e.action == "group.member.add"]
+    assert [e.actor for e in added] == ["racer"]
 
 
 def test_a_lost_grant_race_rolls_an_import_back(session: Session, migrated_url: str) -> None:
@@ -334,7 +348,8 @@ def test_a_lost_grant_race_rolls_an_import_back(session: Session, migrated_url: 
     document["consents"] = [{"subject_hash": "ab" * 32, "client": CONSUMER,
                              "service": SERVICE, "purpose": "care"}]
     version = r.registry_version(session)
-    grant_concurrently_before_flush(session, migrated_url)
+    before_inserting(session, m.Right, migrated_url,
+                     lambda other: r.grant(other, "racer", CONSUMER, SERVICE, now=T0))
     with pytest.raises(r.RegistryError, match=r"rights\[0\]: .*granted by a concurrent change"):
         r.import_registry(session, "importer", document)
     assert r.registry_version(session) == version + 1  # the racer's grant, nothing else
