@@ -1,5 +1,10 @@
 """``secserver acl``: the access-rights registry (members, subsystems, services, endpoints,
 local groups, rights), decisions, export and import. Also the helpers ``consent`` uses.
+
+Every command has the same shape: parse the arguments (malformed identifiers are usage
+errors, exit 2), call one :mod:`secserver.acl.registry` function in a session on the
+node's database (:class:`Registry`), print the result (a table or a record, or JSON with
+``--json``). Registry errors and database failures print ``error: ...`` and exit 1.
 """
 
 from __future__ import annotations
@@ -10,9 +15,10 @@ import hashlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
@@ -22,6 +28,7 @@ from secserver.acl import registry
 from secserver.acl.decision import decide
 from secserver.acl.document import dump_json, dump_toml, load_document
 from secserver.acl.models import AUTH_MODES, LOG_BODY_POLICIES
+from secserver.acl.registry.changes import choices
 from secserver.acl.snapshot import load_snapshot
 from secserver.cli.options import config_option, fail, handle_errors, load_or_fail, print_json
 from secserver.config import NodeConfig, read_secret
@@ -31,12 +38,16 @@ from secserver.errors import InvalidIdentifier
 from secserver.identifiers import ClientId, ServiceId
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+T = TypeVar("T")
+Json = dict[str, Any]
 
 EXIT_CODES = """\b
 Exit codes:
   0  success (acl check: the request would be allowed)
   1  failure: the message on stderr says why (acl check: denied)
-  2  usage error: unknown command or option, malformed identifier
+  2  usage error: unknown command or option, malformed identifier, an incomplete
+     option pair (--method without --path)
 \b
 Subjects of rights: a subsystem INSTANCE/CLASS/MEMBER/SUBSYSTEM, a whole member
 INSTANCE/CLASS/MEMBER, or a local group code. Services:
@@ -49,28 +60,18 @@ upgraded to the newest schema first unless [database] auto_upgrade = false."""
 
 # --- parameter types: malformed ids are usage errors (exit 2) ------------------------------
 
-class ClientIdType(click.ParamType[ClientId]):
-    name = "CLIENT"
+class IdentifierType(click.ParamType[T]):
+    """An identifier parsed by ``parse``; its error message becomes a usage error."""
+
+    def __init__(self, name: str, kind: type[T], parse: Callable[[str], T]) -> None:
+        self.name, self.kind, self.parse = name, kind, parse
 
     def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> ClientId:
-        if isinstance(value, ClientId):
+                ctx: click.Context | None) -> T:
+        if isinstance(value, self.kind):
             return value
         try:
-            return ClientId.parse(value)
-        except InvalidIdentifier as exc:
-            self.fail(exc.message, param, ctx)
-
-
-class ServiceIdType(click.ParamType[ServiceId]):
-    name = "SERVICE"
-
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> ServiceId:
-        if isinstance(value, ServiceId):
-            return value
-        try:
-            return ServiceId.parse(value)
+            return self.parse(value)
         except InvalidIdentifier as exc:
             self.fail(exc.message, param, ctx)
 
@@ -92,8 +93,8 @@ class TimeType(click.ParamType[datetime]):
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
-CLIENT = ClientIdType()
-SERVICE = ServiceIdType()
+CLIENT = IdentifierType("CLIENT", ClientId, ClientId.parse)
+SERVICE = IdentifierType("SERVICE", ServiceId, ServiceId.parse)
 TIME = TimeType()
 
 json_flag = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -155,6 +156,13 @@ def subject_key(config: NodeConfig, *, required: bool = True) -> bytes | None:
 
 # --- output ---------------------------------------------------------------------------------
 
+class Table(NamedTuple):
+    """How a list prints: its title (``no TITLE`` when empty) and (key, heading) columns."""
+
+    title: str
+    columns: Sequence[tuple[str, str]]
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -165,8 +173,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]],
-                title: str) -> None:
+def print_table(rows: Sequence[Json], columns: Sequence[tuple[str, str]], title: str) -> None:
     """A rich table on a terminal; plain aligned columns otherwise (e.g. in a pipe)."""
     if not rows:
         click.echo(f"no {title}", err=True)
@@ -174,9 +181,9 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str
     cells = [[_cell(row.get(key)) for key, _ in columns] for row in rows]
     if sys.stdout.isatty():
         from rich.console import Console
-        from rich.table import Table
+        from rich.table import Table as RichTable
 
-        table = Table(title=title.capitalize())
+        table = RichTable(title=title.capitalize())
         for _, heading in columns:
             table.add_column(heading, overflow="fold")
         for line in cells:
@@ -190,10 +197,8 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str
         click.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
 
 
-def print_record(record: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print_json(record)
-        return
+def print_record(record: Json) -> None:
+    """``key: value`` lines; lists of records as indented ``- k=v, ...`` lines."""
     for key, value in record.items():
         if isinstance(value, list) and value and isinstance(value[0], dict):
             click.echo(f"{key}:")
@@ -203,19 +208,81 @@ def print_record(record: dict[str, Any], as_json: bool) -> None:
             click.echo(f"{key}: {_cell(value)}")
 
 
-def print_list(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]], title: str,
-               as_json: bool) -> None:
-    if as_json:
-        print_json(rows)
-    else:
-        print_table(rows, columns, title)
+@dataclass(frozen=True)
+class Registry:
+    """One command's access to the registry: the node, who acts, and how to print."""
+
+    config_path: Path
+    as_json: bool
+    actor: str = ""
+
+    @contextmanager
+    def open(self) -> Iterator[tuple[NodeConfig, Session]]:
+        with open_registry(self.config_path) as opened:
+            yield opened
+
+    def read(self, call: Callable[Concatenate[Session, P], T], *args: P.args,
+             **kwargs: P.kwargs) -> T:
+        """``call(session, ...)`` on the node's database."""
+        with self.open() as (_config, session):
+            return call(session, *args, **kwargs)
+
+    def change(self, call: Callable[Concatenate[Session, str, P], T], *args: P.args,
+               **kwargs: P.kwargs) -> T:
+        """``call(session, actor, ...)``: one registry change, recorded with the actor."""
+        with self.open() as (_config, session):
+            return call(session, self.actor, *args, **kwargs)
+
+    def show(self, record: Json) -> None:
+        if self.as_json:
+            print_json(record)
+        else:
+            print_record(record)
+
+    def list(self, rows: list[Json], table: Table) -> None:
+        if self.as_json:
+            print_json(rows)
+        else:
+            print_table(rows, table.columns, table.title)
+
+    def done(self, message: str, record: Json) -> None:
+        """The changed record as JSON, or a one-line message."""
+        if self.as_json:
+            print_json(record)
+        else:
+            click.echo(message)
 
 
-def done(message: str, record: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print_json(record)
-    else:
-        click.echo(message)
+def reads(command: Callable[Concatenate[Registry, P], None]) -> Callable[..., None]:
+    """A command that reads the registry: ``--config``, ``--json``; errors exit 1."""
+
+    @functools.wraps(command)
+    def run(*args: Any, config_path: Path, as_json: bool, **kwargs: Any) -> None:
+        command(Registry(config_path, as_json), *args, **kwargs)
+
+    return config_option(json_flag(db_errors(run)))
+
+
+def changes(command: Callable[Concatenate[Registry, P], None]) -> Callable[..., None]:
+    """A command that changes the registry: also ``--actor`` (default: the OS user)."""
+
+    @functools.wraps(command)
+    def run(*args: Any, config_path: Path, as_json: bool, actor: str | None,
+            **kwargs: Any) -> None:
+        command(Registry(config_path, as_json, actor or default_actor()), *args, **kwargs)
+
+    return config_option(actor_option(json_flag(db_errors(run))))
+
+
+def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Several click options as one decorator (in the order given)."""
+
+    def apply(func: F) -> F:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
 
 
 # --- the group ------------------------------------------------------------------------------
@@ -227,66 +294,53 @@ def acl() -> None:
 
 # members
 
+MEMBERS = Table("members", [("id", "member"), ("name", "name")])
+
+
 @acl.group()
 def members() -> None:
     """Members (organisations): INSTANCE/CLASS/MEMBER."""
 
 
 @members.command("add")
-@config_option
-@actor_option
-@json_flag
 @click.argument("member", type=CLIENT)
 @click.option("--name", default="", help="Human-readable name of the organisation.")
-@db_errors
-def members_add(config_path: Path, actor: str | None, as_json: bool, member: ClientId,
-                name: str) -> None:
+@changes
+def members_add(reg: Registry, member: ClientId, name: str) -> None:
     """Register a member."""
-    with open_registry(config_path) as (_config, session):
-        made = registry.add_member(session, actor or default_actor(), member, name)
-    done(f"member {made['id']} added", made, as_json)
+    made = reg.change(registry.add_member, member, name)
+    reg.done(f"member {made['id']} added", made)
 
 
 @members.command("list")
-@config_option
-@json_flag
-@db_errors
-def members_list(config_path: Path, as_json: bool) -> None:
+@reads
+def members_list(reg: Registry) -> None:
     """List members."""
-    with open_registry(config_path) as (_config, session):
-        rows = registry.list_members(session)
-    print_list(rows, [("id", "member"), ("name", "name")], "members", as_json)
+    reg.list(reg.read(registry.list_members), MEMBERS)
 
 
 @members.command("show")
-@config_option
-@json_flag
 @click.argument("member", type=CLIENT)
-@db_errors
-def members_show(config_path: Path, as_json: bool, member: ClientId) -> None:
+@reads
+def members_show(reg: Registry, member: ClientId) -> None:
     """Show a member and its subsystems."""
-    with open_registry(config_path) as (_config, session):
-        print_record(registry.show_member(session, member), as_json)
+    reg.show(reg.read(registry.show_member, member))
 
 
 @members.command("remove")
-@config_option
-@actor_option
-@json_flag
 @click.argument("member", type=CLIENT)
-@db_errors
-def members_remove(config_path: Path, actor: str | None, as_json: bool,
-                   member: ClientId) -> None:
+@changes
+def members_remove(reg: Registry, member: ClientId) -> None:
     """Remove a member (it must have no subsystems, rights or consents left)."""
-    with open_registry(config_path) as (_config, session):
-        gone = registry.remove_member(session, actor or default_actor(), member)
-    done(f"member {gone['id']} removed", gone, as_json)
+    gone = reg.change(registry.remove_member, member)
+    reg.done(f"member {gone['id']} removed", gone)
 
 
 # subsystems
 
-SUBSYSTEM_COLUMNS = [("id", "subsystem"), ("local", "local"), ("auth", "auth"),
-                     ("tls_cert_sha256", "tls cert sha256"), ("allowlist", "allowlist")]
+SUBSYSTEMS = Table("subsystems", [("id", "subsystem"), ("local", "local"), ("auth", "auth"),
+                                  ("tls_cert_sha256", "tls cert sha256"),
+                                  ("allowlist", "allowlist")])
 
 
 def _fingerprint(tls_cert: Path | None, tls_cert_sha256: str | None) -> str | None:
@@ -304,22 +358,18 @@ def _fingerprint(tls_cert: Path | None, tls_cert_sha256: str | None) -> str | No
     return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
 
 
-def subsystem_options(func: F) -> F:
-    for option in reversed([
-        click.option("--auth", type=click.Choice(AUTH_MODES), default=None,
-                     help="How the local information system proves it may speak for the "
-                          "subsystem: tls (pinned client certificate), allowlist (source "
-                          "addresses) or none."),
-        click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False,
-                                                    path_type=Path),
-                     help="The IS client certificate (PEM/DER) to pin; sets --auth tls."),
-        click.option("--tls-cert-sha256", help="SHA-256 fingerprint of the IS client "
-                                               "certificate (hex, colons allowed)."),
-        click.option("--allow", "allowlist", multiple=True,
-                     help="Source address or CIDR network of the IS (repeatable)."),
-    ]):
-        func = option(func)
-    return func
+subsystem_auth_options = options(
+    click.option("--auth", type=click.Choice(AUTH_MODES), default=None,
+                 help="How the local information system proves it may speak for the "
+                      "subsystem: tls (pinned client certificate), allowlist (source "
+                      "addresses) or none."),
+    click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 help="The IS client certificate (PEM/DER) to pin; sets --auth tls."),
+    click.option("--tls-cert-sha256", help="SHA-256 fingerprint of the IS client "
+                                           "certificate (hex, colons allowed)."),
+    click.option("--allow", "allowlist", multiple=True,
+                 help="Source address or CIDR network of the IS (repeatable)."),
+)
 
 
 @acl.group()
@@ -328,89 +378,68 @@ def subsystems() -> None:
 
 
 @subsystems.command("add")
-@config_option
-@actor_option
-@json_flag
 @click.argument("subsystem", type=CLIENT)
 @click.option("--local", is_flag=True, help="The subsystem is registered on this node.")
-@subsystem_options
-@db_errors
-def subsystems_add(config_path: Path, actor: str | None, as_json: bool, subsystem: ClientId,
-                   local: bool, auth: str | None, tls_cert: Path | None,
-                   tls_cert_sha256: str | None, allowlist: tuple[str, ...]) -> None:
+@subsystem_auth_options
+@changes
+def subsystems_add(reg: Registry, subsystem: ClientId, local: bool, auth: str | None,
+                   tls_cert: Path | None, tls_cert_sha256: str | None,
+                   allowlist: tuple[str, ...]) -> None:
     """Register a subsystem of a registered member."""
     fingerprint = _fingerprint(tls_cert, tls_cert_sha256)
     if auth is None:
         auth = "tls" if fingerprint else "allowlist" if allowlist else "none"
-    with open_registry(config_path) as (_config, session):
-        made = registry.add_subsystem(session, actor or default_actor(), subsystem,
-                                      local=local, auth=auth, tls_cert_sha256=fingerprint,
-                                      allowlist=allowlist)
-    done(f"subsystem {made['id']} added ({'local, auth ' + made['auth'] if local else 'remote'})",
-         made, as_json)
+    made = reg.change(registry.add_subsystem, subsystem, local=local, auth=auth,
+                      tls_cert_sha256=fingerprint, allowlist=allowlist)
+    where = f"local, auth {made['auth']}" if local else "remote"
+    reg.done(f"subsystem {made['id']} added ({where})", made)
 
 
 @subsystems.command("set")
-@config_option
-@actor_option
-@json_flag
 @click.argument("subsystem", type=CLIENT)
 @click.option("--local/--remote", default=None, help="Whether it belongs to this node.")
-@subsystem_options
-@db_errors
-def subsystems_set(config_path: Path, actor: str | None, as_json: bool, subsystem: ClientId,
-                   local: bool | None, auth: str | None, tls_cert: Path | None,
-                   tls_cert_sha256: str | None, allowlist: tuple[str, ...]) -> None:
+@subsystem_auth_options
+@changes
+def subsystems_set(reg: Registry, subsystem: ClientId, local: bool | None, auth: str | None,
+                   tls_cert: Path | None, tls_cert_sha256: str | None,
+                   allowlist: tuple[str, ...]) -> None:
     """Change a subsystem's locality or how its information system authenticates."""
-    fingerprint = _fingerprint(tls_cert, tls_cert_sha256)
-    with open_registry(config_path) as (_config, session):
-        made = registry.update_subsystem(
-            session, actor or default_actor(), subsystem, local=local, auth=auth,
-            tls_cert_sha256=fingerprint, allowlist=list(allowlist) if allowlist else None)
-    done(f"subsystem {made['id']} updated", made, as_json)
+    made = reg.change(registry.update_subsystem, subsystem, local=local, auth=auth,
+                      tls_cert_sha256=_fingerprint(tls_cert, tls_cert_sha256),
+                      allowlist=list(allowlist) if allowlist else None)
+    reg.done(f"subsystem {made['id']} updated", made)
 
 
 @subsystems.command("list")
-@config_option
-@json_flag
 @click.option("--local", "local_only", is_flag=True, help="Only this node's subsystems.")
-@db_errors
-def subsystems_list(config_path: Path, as_json: bool, local_only: bool) -> None:
+@reads
+def subsystems_list(reg: Registry, local_only: bool) -> None:
     """List subsystems."""
-    with open_registry(config_path) as (_config, session):
-        rows = registry.list_subsystems(session, local_only=local_only)
-    print_list(rows, SUBSYSTEM_COLUMNS, "subsystems", as_json)
+    reg.list(reg.read(registry.list_subsystems, local_only=local_only), SUBSYSTEMS)
 
 
 @subsystems.command("show")
-@config_option
-@json_flag
 @click.argument("subsystem", type=CLIENT)
-@db_errors
-def subsystems_show(config_path: Path, as_json: bool, subsystem: ClientId) -> None:
+@reads
+def subsystems_show(reg: Registry, subsystem: ClientId) -> None:
     """Show a subsystem with its services, groups and rights."""
-    with open_registry(config_path) as (_config, session):
-        print_record(registry.show_subsystem(session, subsystem), as_json)
+    reg.show(reg.read(registry.show_subsystem, subsystem))
 
 
 @subsystems.command("remove")
-@config_option
-@actor_option
-@json_flag
 @click.argument("subsystem", type=CLIENT)
-@db_errors
-def subsystems_remove(config_path: Path, actor: str | None, as_json: bool,
-                      subsystem: ClientId) -> None:
+@changes
+def subsystems_remove(reg: Registry, subsystem: ClientId) -> None:
     """Remove a subsystem (no services, rights, consents or group memberships left)."""
-    with open_registry(config_path) as (_config, session):
-        gone = registry.remove_subsystem(session, actor or default_actor(), subsystem)
-    done(f"subsystem {gone['id']} removed", gone, as_json)
+    gone = reg.change(registry.remove_subsystem, subsystem)
+    reg.done(f"subsystem {gone['id']} removed", gone)
 
 
 # services
 
-SERVICE_COLUMNS = [("id", "service"), ("backend_url", "backend"), ("timeout", "timeout s"),
-                   ("requires_consent", "consent"), ("log_body", "log body")]
+SERVICES = Table("services", [("id", "service"), ("backend_url", "backend"),
+                              ("timeout", "timeout s"), ("requires_consent", "consent"),
+                              ("log_body", "log body")])
 
 
 @acl.group()
@@ -419,9 +448,6 @@ def services() -> None:
 
 
 @services.command("add")
-@config_option
-@actor_option
-@json_flag
 @click.argument("service", type=SERVICE)
 @click.option("--backend", "backend_url", required=True, help="URL the request goes to.")
 @click.option("--timeout", type=float, default=30.0, show_default=True,
@@ -430,22 +456,16 @@ def services() -> None:
               help="Requests must name a data subject with an active consent.")
 @click.option("--log-body", type=click.Choice(LOG_BODY_POLICIES), default="digest",
               show_default=True, help="What the message log keeps of bodies.")
-@db_errors
-def services_add(config_path: Path, actor: str | None, as_json: bool, service: ServiceId,
-                 backend_url: str, timeout: float, requires_consent: bool,
-                 log_body: str) -> None:
+@changes
+def services_add(reg: Registry, service: ServiceId, backend_url: str, timeout: float,
+                 requires_consent: bool, log_body: str) -> None:
     """Register a service of a registered subsystem."""
-    with open_registry(config_path) as (_config, session):
-        made = registry.add_service(session, actor or default_actor(), service,
-                                    backend_url=backend_url, timeout=timeout,
-                                    requires_consent=requires_consent, log_body=log_body)
-    done(f"service {made['id']} added", made, as_json)
+    made = reg.change(registry.add_service, service, backend_url=backend_url, timeout=timeout,
+                      requires_consent=requires_consent, log_body=log_body)
+    reg.done(f"service {made['id']} added", made)
 
 
 @services.command("set")
-@config_option
-@actor_option
-@json_flag
 @click.argument("service", type=SERVICE)
 @click.option("--backend", "backend_url", default=None, help="URL the request goes to.")
 @click.option("--timeout", type=float, default=None, help="Backend timeout in seconds.")
@@ -453,58 +473,47 @@ def services_add(config_path: Path, actor: str | None, as_json: bool, service: S
               help="Whether requests need a data subject's consent.")
 @click.option("--log-body", type=click.Choice(LOG_BODY_POLICIES), default=None,
               help="What the message log keeps of bodies.")
-@db_errors
-def services_set(config_path: Path, actor: str | None, as_json: bool, service: ServiceId,
-                 backend_url: str | None, timeout: float | None,
-                 requires_consent: bool | None, log_body: str | None) -> None:
+@changes
+def services_set(reg: Registry, service: ServiceId, backend_url: str | None,
+                 timeout: float | None, requires_consent: bool | None,
+                 log_body: str | None) -> None:
     """Change a service's settings."""
-    with open_registry(config_path) as (_config, session):
-        made = registry.update_service(session, actor or default_actor(), service,
-                                       backend_url=backend_url, timeout=timeout,
-                                       requires_consent=requires_consent, log_body=log_body)
-    done(f"service {made['id']} updated", made, as_json)
+    made = reg.change(registry.update_service, service, backend_url=backend_url,
+                      timeout=timeout, requires_consent=requires_consent, log_body=log_body)
+    reg.done(f"service {made['id']} updated", made)
 
 
 @services.command("list")
-@config_option
-@json_flag
 @click.option("--provider", type=CLIENT, default=None, help="Only this subsystem's services.")
-@db_errors
-def services_list(config_path: Path, as_json: bool, provider: ClientId | None) -> None:
+@reads
+def services_list(reg: Registry, provider: ClientId | None) -> None:
     """List services."""
-    with open_registry(config_path) as (_config, session):
-        rows = registry.list_services(session, provider=provider)
-    print_list(rows, SERVICE_COLUMNS, "services", as_json)
+    reg.list(reg.read(registry.list_services, provider=provider), SERVICES)
 
 
 @services.command("show")
-@config_option
-@json_flag
 @click.argument("service", type=SERVICE)
-@db_errors
-def services_show(config_path: Path, as_json: bool, service: ServiceId) -> None:
+@reads
+def services_show(reg: Registry, service: ServiceId) -> None:
     """Show a service with its endpoints and rights."""
-    with open_registry(config_path) as (_config, session):
-        print_record(registry.show_service(session, service), as_json)
+    reg.show(reg.read(registry.show_service, service))
 
 
 @services.command("remove")
-@config_option
-@actor_option
-@json_flag
 @click.argument("service", type=SERVICE)
-@db_errors
-def services_remove(config_path: Path, actor: str | None, as_json: bool,
-                    service: ServiceId) -> None:
+@changes
+def services_remove(reg: Registry, service: ServiceId) -> None:
     """Remove a service and its endpoints (no rights or consents may be left)."""
-    with open_registry(config_path) as (_config, session):
-        gone = registry.remove_service(session, actor or default_actor(), service)
-    done(f"service {gone['id']} removed", gone, as_json)
+    gone = reg.change(registry.remove_service, service)
+    reg.done(f"service {gone['id']} removed", gone)
 
 
 # endpoints
 
-ENDPOINT_COLUMNS = [("service", "service"), ("method", "method"), ("path", "path")]
+ENDPOINTS = Table("endpoints", [("service", "service"), ("method", "method"),
+                                ("path", "path")])
+endpoint_arguments = options(click.argument("service", type=SERVICE),
+                             click.argument("method"), click.argument("path"))
 
 
 @acl.group()
@@ -513,68 +522,44 @@ def endpoints() -> None:
 
 
 @endpoints.command("add")
-@config_option
-@actor_option
-@json_flag
-@click.argument("service", type=SERVICE)
-@click.argument("method")
-@click.argument("path")
-@db_errors
-def endpoints_add(config_path: Path, actor: str | None, as_json: bool, service: ServiceId,
-                  method: str, path: str) -> None:
+@endpoint_arguments
+@changes
+def endpoints_add(reg: Registry, service: ServiceId, method: str, path: str) -> None:
     """Add an endpoint, e.g. GET '/people/*' or '*' '/files/**'."""
-    with open_registry(config_path) as (_config, session):
-        made = registry.add_endpoint(session, actor or default_actor(), service, method, path)
-    done(f"endpoint {made['method']} {made['path']} of {made['service']} added", made,
-         as_json)
+    made = reg.change(registry.add_endpoint, service, method, path)
+    reg.done(f"endpoint {made['method']} {made['path']} of {made['service']} added", made)
 
 
 @endpoints.command("list")
-@config_option
-@json_flag
 @click.argument("service", type=SERVICE, required=False)
-@db_errors
-def endpoints_list(config_path: Path, as_json: bool, service: ServiceId | None) -> None:
+@reads
+def endpoints_list(reg: Registry, service: ServiceId | None) -> None:
     """List endpoints (of one service, or all)."""
-    with open_registry(config_path) as (_config, session):
-        rows = registry.list_endpoints(session, service)
-    print_list(rows, ENDPOINT_COLUMNS, "endpoints", as_json)
+    reg.list(reg.read(registry.list_endpoints, service), ENDPOINTS)
 
 
 @endpoints.command("show")
-@config_option
-@json_flag
-@click.argument("service", type=SERVICE)
-@click.argument("method")
-@click.argument("path")
-@db_errors
-def endpoints_show(config_path: Path, as_json: bool, service: ServiceId, method: str,
-                   path: str) -> None:
+@endpoint_arguments
+@reads
+def endpoints_show(reg: Registry, service: ServiceId, method: str, path: str) -> None:
     """Show one endpoint and the rights on it."""
-    with open_registry(config_path) as (_config, session):
-        shown = registry.show_endpoint(session, service, method, path)
-    print_record(shown, as_json)
+    reg.show(reg.read(registry.show_endpoint, service, method, path))
 
 
 @endpoints.command("remove")
-@config_option
-@actor_option
-@json_flag
-@click.argument("service", type=SERVICE)
-@click.argument("method")
-@click.argument("path")
-@db_errors
-def endpoints_remove(config_path: Path, actor: str | None, as_json: bool, service: ServiceId,
-                     method: str, path: str) -> None:
+@endpoint_arguments
+@changes
+def endpoints_remove(reg: Registry, service: ServiceId, method: str, path: str) -> None:
     """Remove an endpoint (no rights on it may be left)."""
-    with open_registry(config_path) as (_config, session):
-        gone = registry.remove_endpoint(session, actor or default_actor(), service, method,
-                                        path)
-    done(f"endpoint {gone['method']} {gone['path']} of {gone['service']} removed", gone,
-         as_json)
+    gone = reg.change(registry.remove_endpoint, service, method, path)
+    reg.done(f"endpoint {gone['method']} {gone['path']} of {gone['service']} removed", gone)
 
 
 # groups
+
+GROUPS = Table("groups", [("code", "group"), ("description", "description"),
+                          ("members", "members")])
+
 
 @acl.group()
 def groups() -> None:
@@ -582,102 +567,83 @@ def groups() -> None:
 
 
 @groups.command("add")
-@config_option
-@actor_option
-@json_flag
 @click.argument("code")
 @click.option("--description", default="", help="What the group is for.")
-@db_errors
-def groups_add(config_path: Path, actor: str | None, as_json: bool, code: str,
-               description: str) -> None:
+@changes
+def groups_add(reg: Registry, code: str, description: str) -> None:
     """Create a local group."""
-    with open_registry(config_path) as (_config, session):
-        made = registry.add_group(session, actor or default_actor(), code, description)
-    done(f"group {made['code']} added", made, as_json)
+    made = reg.change(registry.add_group, code, description)
+    reg.done(f"group {made['code']} added", made)
 
 
 @groups.command("list")
-@config_option
-@json_flag
-@db_errors
-def groups_list(config_path: Path, as_json: bool) -> None:
+@reads
+def groups_list(reg: Registry) -> None:
     """List local groups."""
-    with open_registry(config_path) as (_config, session):
-        rows = registry.list_groups(session)
-    print_list(rows, [("code", "group"), ("description", "description"),
-                      ("members", "members")], "groups", as_json)
+    reg.list(reg.read(registry.list_groups), GROUPS)
 
 
 @groups.command("show")
-@config_option
-@json_flag
 @click.argument("code")
-@db_errors
-def groups_show(config_path: Path, as_json: bool, code: str) -> None:
+@reads
+def groups_show(reg: Registry, code: str) -> None:
     """Show a group, its members and rights."""
-    with open_registry(config_path) as (_config, session):
-        print_record(registry.show_group(session, code), as_json)
+    reg.show(reg.read(registry.show_group, code))
 
 
 @groups.command("remove")
-@config_option
-@actor_option
-@json_flag
 @click.argument("code")
-@db_errors
-def groups_remove(config_path: Path, actor: str | None, as_json: bool, code: str) -> None:
+@changes
+def groups_remove(reg: Registry, code: str) -> None:
     """Remove a group (it must hold no rights)."""
-    with open_registry(config_path) as (_config, session):
-        gone = registry.remove_group(session, actor or default_actor(), code)
-    done(f"group {gone['code']} removed", gone, as_json)
+    gone = reg.change(registry.remove_group, code)
+    reg.done(f"group {gone['code']} removed", gone)
 
 
 @groups.command("add-member")
-@config_option
-@actor_option
-@json_flag
 @click.argument("code")
 @click.argument("subsystem", type=CLIENT)
-@db_errors
-def groups_add_member(config_path: Path, actor: str | None, as_json: bool, code: str,
-                      subsystem: ClientId) -> None:
+@changes
+def groups_add_member(reg: Registry, code: str, subsystem: ClientId) -> None:
     """Put a subsystem into a group (idempotent)."""
-    with open_registry(config_path) as (_config, session):
-        made = registry.add_group_member(session, actor or default_actor(), code, subsystem)
-    done(f"group {code}: members {', '.join(made['members'])}", made, as_json)
+    made = reg.change(registry.add_group_member, code, subsystem)
+    reg.done(f"group {code}: members {', '.join(made['members'])}", made)
 
 
 @groups.command("remove-member")
-@config_option
-@actor_option
-@json_flag
 @click.argument("code")
 @click.argument("subsystem", type=CLIENT)
-@db_errors
-def groups_remove_member(config_path: Path, actor: str | None, as_json: bool, code: str,
-                         subsystem: ClientId) -> None:
+@changes
+def groups_remove_member(reg: Registry, code: str, subsystem: ClientId) -> None:
     """Take a subsystem out of a group."""
-    with open_registry(config_path) as (_config, session):
-        made = registry.remove_group_member(session, actor or default_actor(), code,
-                                            subsystem)
-    done(f"group {code}: members {', '.join(made['members']) or '(none)'}", made, as_json)
+    made = reg.change(registry.remove_group_member, code, subsystem)
+    reg.done(f"group {code}: members {', '.join(made['members']) or '(none)'}", made)
 
 
 # rights
 
-RIGHT_COLUMNS = [("id", "id"), ("subject_kind", "kind"), ("subject", "subject"),
-                 ("service", "service"), ("method", "method"), ("path", "path"),
-                 ("granted_at", "granted at"), ("granted_by", "by")]
-endpoint_options = [
+RIGHTS = Table("rights", [("id", "id"), ("subject_kind", "kind"), ("subject", "subject"),
+                          ("service", "service"), ("method", "method"), ("path", "path"),
+                          ("granted_at", "granted at"), ("granted_by", "by")])
+right_arguments = options(
+    click.argument("subject"),
+    click.argument("service", type=SERVICE),
     click.option("--method", default=None, help="Endpoint method (with --path)."),
     click.option("--path", default=None, help="Endpoint path pattern (with --method)."),
-]
+)
 
 
-def _endpoint_opts(func: F) -> F:
-    for option in reversed(endpoint_options):
-        func = option(func)
-    return func
+def _endpoint_pair(method: str | None, path: str | None) -> None:
+    if (method is None) != (path is None):
+        raise click.UsageError("--method and --path go together: both for a right on one "
+                               "endpoint, neither for the whole service")
+
+
+def _target(right: Json) -> str:
+    """``SERVICE`` or ``METHOD PATH of SERVICE``."""
+    service = right["service"]
+    return service if right["method"] is None else \
+        f"{right['method']} {right['path']} of {service}"
 
 
 @acl.group()
@@ -685,126 +651,69 @@ def rights() -> None:
     """Access rights: a subject on a whole service or on one endpoint."""
 
 
-def _grant(config_path: Path, actor: str | None, as_json: bool, subject: str,
-           service: ServiceId, method: str | None, path: str | None) -> None:
-    with open_registry(config_path) as (_config, session):
-        made, created = registry.grant(session, actor or default_actor(), subject, service,
-                                       method=method, path=path)
-    target = service if made["method"] is None else f"{made['method']} {made['path']} of {service}"
-    done(f"{'granted' if created else 'already granted'}: {subject} -> {target}",
-         {**made, "created": created}, as_json)
-
-
-def _revoke(config_path: Path, actor: str | None, as_json: bool, subject: str,
-            service: ServiceId, method: str | None, path: str | None) -> None:
-    with open_registry(config_path) as (_config, session):
-        gone = registry.revoke(session, actor or default_actor(), subject, service,
-                               method=method, path=path)
-    target = service if gone["method"] is None else f"{gone['method']} {gone['path']} of {service}"
-    done(f"revoked: {subject} -> {target}", gone, as_json)
-
-
 @rights.command("grant")
-@config_option
-@actor_option
-@json_flag
-@click.argument("subject")
-@click.argument("service", type=SERVICE)
-@_endpoint_opts
-@db_errors
-def rights_grant(config_path: Path, actor: str | None, as_json: bool, subject: str,
-                 service: ServiceId, method: str | None, path: str | None) -> None:
-    """Grant SUBJECT access to SERVICE (or one endpoint). Idempotent."""
-    _grant(config_path, actor, as_json, subject, service, method, path)
+@right_arguments
+@changes
+def rights_grant(reg: Registry, subject: str, service: ServiceId, method: str | None,
+                 path: str | None) -> None:
+    """Grant SUBJECT access to SERVICE (or one endpoint). Idempotent: granting a right
+    that exists changes nothing and says 'already granted' (exit 0)."""
+    _endpoint_pair(method, path)
+    made, created = reg.change(registry.grant, subject, service, method=method, path=path)
+    reg.done(f"{'granted' if created else 'already granted'}: {subject} -> {_target(made)}",
+             {**made, "created": created})
 
 
 @rights.command("revoke")
-@config_option
-@actor_option
-@json_flag
-@click.argument("subject")
-@click.argument("service", type=SERVICE)
-@_endpoint_opts
-@db_errors
-def rights_revoke(config_path: Path, actor: str | None, as_json: bool, subject: str,
-                  service: ServiceId, method: str | None, path: str | None) -> None:
+@right_arguments
+@changes
+def rights_revoke(reg: Registry, subject: str, service: ServiceId, method: str | None,
+                  path: str | None) -> None:
     """Revoke a right granted with the same arguments."""
-    _revoke(config_path, actor, as_json, subject, service, method, path)
+    _endpoint_pair(method, path)
+    gone = reg.change(registry.revoke, subject, service, method=method, path=path)
+    reg.done(f"revoked: {subject} -> {_target(gone)}", gone)
 
 
 @rights.command("show")
-@config_option
-@json_flag
 @click.argument("right_id", type=int)
-@db_errors
-def rights_show(config_path: Path, as_json: bool, right_id: int) -> None:
+@reads
+def rights_show(reg: Registry, right_id: int) -> None:
     """Show one right by its id (see 'acl rights list')."""
-    with open_registry(config_path) as (_config, session):
-        print_record(registry.show_right(session, right_id), as_json)
+    reg.show(reg.read(registry.show_right, right_id))
 
 
 @rights.command("remove")
-@config_option
-@actor_option
-@json_flag
 @click.argument("right_id", type=int)
-@db_errors
-def rights_remove(config_path: Path, actor: str | None, as_json: bool, right_id: int) -> None:
+@changes
+def rights_remove(reg: Registry, right_id: int) -> None:
     """Revoke one right by its id (same as 'acl revoke' with its subject and object)."""
-    with open_registry(config_path) as (_config, session):
-        shown = registry.show_right(session, right_id)
-        gone = registry.revoke(session, actor or default_actor(), shown["subject"],
-                               shown["service"], method=shown["method"], path=shown["path"])
-    done(f"revoked right {right_id}: {gone['subject']} -> {gone['service']}", gone, as_json)
+    shown = reg.read(registry.show_right, right_id)
+    gone = reg.change(registry.revoke, shown["subject"], shown["service"],
+                      method=shown["method"], path=shown["path"])
+    reg.done(f"revoked right {right_id}: {gone['subject']} -> {gone['service']}", gone)
 
 
 @rights.command("list")
-@config_option
-@json_flag
 @click.option("--subject", default=None, help="Only rights held directly by this subject.")
 @click.option("--service", type=SERVICE, default=None, help="Only rights on this service.")
-@db_errors
-def rights_list(config_path: Path, as_json: bool, subject: str | None,
-                service: ServiceId | None) -> None:
+@reads
+def rights_list(reg: Registry, subject: str | None, service: ServiceId | None) -> None:
     """List rights."""
-    with open_registry(config_path) as (_config, session):
-        rows = registry.list_rights(session, subject=subject, service=service)
-    print_list(rows, RIGHT_COLUMNS, "rights", as_json)
+    reg.list(reg.read(registry.list_rights, subject=subject, service=service), RIGHTS)
 
 
-@acl.command("grant")
-@config_option
-@actor_option
-@json_flag
-@click.argument("subject")
-@click.argument("service", type=SERVICE)
-@_endpoint_opts
-@db_errors
-def grant(config_path: Path, actor: str | None, as_json: bool, subject: str,
-          service: ServiceId, method: str | None, path: str | None) -> None:
-    """Same as 'acl rights grant'."""
-    _grant(config_path, actor, as_json, subject, service, method, path)
-
-
-@acl.command("revoke")
-@config_option
-@actor_option
-@json_flag
-@click.argument("subject")
-@click.argument("service", type=SERVICE)
-@_endpoint_opts
-@db_errors
-def revoke(config_path: Path, actor: str | None, as_json: bool, subject: str,
-           service: ServiceId, method: str | None, path: str | None) -> None:
-    """Same as 'acl rights revoke'."""
-    _revoke(config_path, actor, as_json, subject, service, method, path)
+acl.add_command(rights_grant, "grant")
+acl.add_command(rights_revoke, "revoke")
 
 
 # decisions, events, export and import
 
+EVENTS = Table("events", [("id", "id"), ("at", "at"), ("actor", "actor"),
+                          ("action", "action"), ("object", "object")])
+
+
 @acl.command("check")
-@config_option
-@json_flag
 @click.argument("client", type=CLIENT)
 @click.argument("service", type=SERVICE)
 @click.option("--method", default="GET", show_default=True, help="HTTP method.")
@@ -813,18 +722,21 @@ def revoke(config_path: Path, actor: str | None, as_json: bool, subject: str,
 @click.option("--subject", default=None, help="Data subject named by the request.")
 @click.option("--at", "at", type=TIME, default=None, help="Decide as of this time "
                                                           "(default: now).")
-@db_errors
-def check(config_path: Path, as_json: bool, client: ClientId, service: ServiceId, method: str,
-          path: str, subject: str | None, at: datetime | None) -> None:
+@reads
+def check(reg: Registry, client: ClientId, service: ServiceId, method: str, path: str,
+          subject: str | None, at: datetime | None) -> None:
     """Would CLIENT be allowed to call SERVICE? Prints the decision and its rule or reason.
 
     Exit 0 when allowed, 1 when denied.
     """
-    with open_registry(config_path) as (config, session):
+    with reg.open() as (config, session):
         snapshot = load_snapshot(session, subject_key=subject_key(config, required=False))
+    if snapshot.service(service) is None:
+        names = [str(s.id) for s in snapshot.services()]
+        click.echo(f"note: {choices(names, 'services')}", err=True)
     decision = decide(snapshot, client, service, method, path, subject,
                       at or datetime.now(UTC))
-    if as_json:
+    if reg.as_json:
         print_json({"allowed": decision.allowed, "reason": decision.reason,
                     "matched_rule": decision.matched_rule, "registry_version": snapshot.version})
     else:
@@ -833,17 +745,12 @@ def check(config_path: Path, as_json: bool, client: ClientId, service: ServiceId
 
 
 @acl.command("events")
-@config_option
-@json_flag
 @click.option("--after", "after_id", type=int, default=0, help="Only events after this id.")
 @click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
-@db_errors
-def events(config_path: Path, as_json: bool, after_id: int, limit: int) -> None:
+@reads
+def events(reg: Registry, after_id: int, limit: int) -> None:
     """List admin events (every registry change, with actor, before and after)."""
-    with open_registry(config_path) as (_config, session):
-        rows = registry.list_admin_events(session, after_id=after_id, limit=limit)
-    print_list(rows, [("id", "id"), ("at", "at"), ("actor", "actor"), ("action", "action"),
-                      ("object", "object")], "events", as_json)
+    reg.list(reg.read(registry.list_admin_events, after_id=after_id, limit=limit), EVENTS)
 
 
 @acl.command("export")
@@ -855,8 +762,7 @@ def events(config_path: Path, as_json: bool, after_id: int, limit: int) -> None:
 @db_errors
 def export(config_path: Path, fmt: str, output: Path | None) -> None:
     """Write the whole registry as a TOML or JSON document (data subjects only hashed)."""
-    with open_registry(config_path) as (_config, session):
-        document = registry.export_registry(session)
+    document = Registry(config_path, as_json=False).read(registry.export_registry)
     text = dump_toml(document) if fmt == "toml" else dump_json(document)
     if output is None:
         click.echo(text, nl=False)
@@ -866,9 +772,6 @@ def export(config_path: Path, fmt: str, output: Path | None) -> None:
 
 
 @acl.command("import")
-@config_option
-@actor_option
-@json_flag
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True,
                                         path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["toml", "json"]), default=None,
@@ -877,9 +780,8 @@ def export(config_path: Path, fmt: str, output: Path | None) -> None:
               help="Make the registry equal to the document: update settings and remove "
                    "what it does not list (consents are never removed).")
 @click.option("--dry-run", is_flag=True, help="Show the changes, then roll them back.")
-@db_errors
-def import_(config_path: Path, actor: str | None, as_json: bool, file: Path,
-            fmt: str | None, replace: bool, dry_run: bool) -> None:
+@changes
+def import_(reg: Registry, file: Path, fmt: str | None, replace: bool, dry_run: bool) -> None:
     """Apply a registry document (from 'acl export'; '-' reads stdin) in one transaction.
 
     By default only adds what is missing; existing objects with different settings are an
@@ -889,10 +791,8 @@ def import_(config_path: Path, actor: str | None, as_json: bool, file: Path,
     if fmt is None and file.suffix.lower() in (".toml", ".json"):
         fmt = file.suffix.lower()[1:]
     document = load_document(text, fmt)
-    with open_registry(config_path) as (_config, session):
-        summary = registry.import_registry(session, actor or default_actor(), document,
-                                           replace=replace, dry_run=dry_run)
-    if as_json:
+    summary = reg.change(registry.import_registry, document, replace=replace, dry_run=dry_run)
+    if reg.as_json:
         print_json(summary)
         return
     for change in summary["changes"]:
@@ -901,4 +801,3 @@ def import_(config_path: Path, actor: str | None, as_json: bool, file: Path,
                f"{summary['updated']} updated, {summary['removed']} removed, "
                f"{summary['unchanged']} unchanged" + (" (dry run: nothing changed)"
                                                       if dry_run else ""))
-

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import click
 
@@ -19,22 +18,19 @@ from secserver.cli.acl import (
     EXIT_CODES,
     SERVICE,
     TIME,
-    actor_option,
-    db_errors,
-    default_actor,
-    done,
-    json_flag,
-    open_registry,
-    print_list,
+    Registry,
+    Table,
+    changes,
+    reads,
     subject_key,
 )
-from secserver.cli.options import config_option, fail
+from secserver.cli.options import fail
 from secserver.identifiers import ClientId, ServiceId
 
-CONSENT_COLUMNS = [("id", "id"), ("subject_hash", "subject (keyed hash)"),
-                   ("client", "client"), ("service", "service"), ("purpose", "purpose"),
-                   ("valid_from", "valid from"), ("valid_until", "valid until"),
-                   ("revoked_at", "revoked at")]
+CONSENTS = Table("consents", [("id", "id"), ("subject_hash", "subject (keyed hash)"),
+                              ("client", "client"), ("service", "service"),
+                              ("purpose", "purpose"), ("valid_from", "valid from"),
+                              ("valid_until", "valid until"), ("revoked_at", "revoked at")])
 
 
 def _subject(value: str) -> str:
@@ -55,9 +51,6 @@ def consent() -> None:
 
 
 @consent.command("record")
-@config_option
-@actor_option
-@json_flag
 @click.argument("subject")
 @click.argument("client", type=CLIENT)
 @click.argument("service", type=SERVICE)
@@ -68,10 +61,9 @@ def consent() -> None:
               help="End of validity (exclusive; default: until revoked).")
 @click.option("--days", type=click.IntRange(min=1), default=None,
               help="Valid for this many days from the start (instead of --until).")
-@db_errors
-def record(config_path: Path, actor: str | None, as_json: bool, subject: str, client: ClientId,
-           service: ServiceId, purpose: str, valid_from: datetime | None,
-           valid_until: datetime | None, days: int | None) -> None:
+@changes
+def record(reg: Registry, subject: str, client: ClientId, service: ServiceId, purpose: str,
+           valid_from: datetime | None, valid_until: datetime | None, days: int | None) -> None:
     """Record SUBJECT's consent for CLIENT (subsystem, or whole member) to use SERVICE.
 
     Only a keyed hash of SUBJECT is stored. Give '-' as SUBJECT to read it from stdin, so
@@ -83,68 +75,61 @@ def record(config_path: Path, actor: str | None, as_json: bool, subject: str, cl
     if days is not None:
         valid_until = start + timedelta(days=days)
     data_subject = _subject(subject)
-    with open_registry(config_path) as (config, session):
+    with reg.open() as (config, session):
         key = subject_key(config)
         assert key is not None
-        made = registry.record_consent(session, actor or default_actor(), key, data_subject,
-                                       client, service, purpose, valid_from=start,
-                                       valid_until=valid_until)
+        made = registry.record_consent(session, reg.actor, key, data_subject, client, service,
+                                       purpose, valid_from=start, valid_until=valid_until)
         service_info = registry.show_service(session, service)
-    if not service_info["requires_consent"] and not as_json:
+    if not service_info["requires_consent"] and not reg.as_json:
         click.echo(f"note: service {service} does not require consent "
                    f"(secserver acl services set {service} --requires-consent)", err=True)
     until = made["valid_until"] or "revoked"
-    done(f"consent {made['id']} recorded: {client} -> {service} ({purpose}), "
-         f"from {made['valid_from']} until {until}", made, as_json)
+    reg.done(f"consent {made['id']} recorded: {client} -> {service} ({purpose}), "
+             f"from {made['valid_from']} until {until}", made)
 
 
 @consent.command("revoke")
-@config_option
-@actor_option
-@json_flag
 @click.argument("consent_id", type=int, required=False)
 @click.option("--subject", default=None,
               help="Revoke every unrevoked consent of this data subject ('-': stdin).")
 @click.option("--client", type=CLIENT, default=None, help="With --subject: only this client.")
 @click.option("--service", type=SERVICE, default=None, help="With --subject: only this service.")
-@db_errors
-def revoke(config_path: Path, actor: str | None, as_json: bool, consent_id: int | None,
-           subject: str | None, client: ClientId | None, service: ServiceId | None) -> None:
+@changes
+def revoke(reg: Registry, consent_id: int | None, subject: str | None, client: ClientId | None,
+           service: ServiceId | None) -> None:
     """Revoke consent CONSENT_ID, or all of a data subject's consents (--subject)."""
     if (consent_id is None) == (subject is None):
         raise click.UsageError("give either a CONSENT_ID or --subject")
     if subject is None and (client is not None or service is not None):
         raise click.UsageError("--client and --service go with --subject")
-    with open_registry(config_path) as (config, session):
-        who = actor or default_actor()
+    with reg.open() as (config, session):
         if consent_id is not None:
-            gone = [registry.revoke_consent(session, who, consent_id)]
+            gone = [registry.revoke_consent(session, reg.actor, consent_id)]
         else:
             key = subject_key(config)
             assert key is not None
-            gone = registry.revoke_consents(session, who, key, _subject(subject or ""),
+            gone = registry.revoke_consents(session, reg.actor, key, _subject(subject or ""),
                                             client=client, service=service)
-    if as_json:
-        done("", {"revoked": gone}, True)
+    if reg.as_json:
+        reg.done("", {"revoked": gone})
     else:
         for item in gone:
             click.echo(f"consent {item['id']} revoked at {item['revoked_at']}")
 
 
 @consent.command("list")
-@config_option
-@json_flag
 @click.option("--subject", default=None, help="Only this data subject's consents ('-': stdin).")
 @click.option("--client", type=CLIENT, default=None, help="Only consents for this client.")
 @click.option("--service", type=SERVICE, default=None, help="Only consents for this service.")
 @click.option("--active", is_flag=True, help="Only consents active now.")
-@db_errors
-def list_(config_path: Path, as_json: bool, subject: str | None, client: ClientId | None,
+@reads
+def list_(reg: Registry, subject: str | None, client: ClientId | None,
           service: ServiceId | None, active: bool) -> None:
     """List consents (data subjects appear only as keyed hashes)."""
-    with open_registry(config_path) as (config, session):
+    with reg.open() as (config, session):
         key = subject_key(config, required=subject is not None)
         rows = registry.list_consents(
             session, subject_key=key, data_subject=None if subject is None else _subject(subject),
             client=client, service=service, active_at=datetime.now(UTC) if active else None)
-    print_list(rows if as_json else _short(rows), CONSENT_COLUMNS, "consents", as_json)
+    reg.list(rows if reg.as_json else _short(rows), CONSENTS)

@@ -111,6 +111,11 @@ def test_errors_and_exit_codes(node: Node) -> None:
     unknown = node.run("acl", "grant", CONSUMER, f"{PROVIDER}/nosuch")
     assert unknown.returncode == 1
     assert "nosuch is not registered" in unknown.stderr and SERVICE in unknown.stderr
+    unknown_check = node.run("acl", "check", CONSUMER, f"{PROVIDER}/nosuch")
+    assert unknown_check.returncode == 1 and unknown_check.stdout.startswith("DENIED: ")
+    assert f"registered services: {SERVICE}" in unknown_check.stderr
+    half = node.run("acl", "grant", CONSUMER, SERVICE, "--method", "GET")
+    assert half.returncode == 2 and "--method and --path go together" in half.stderr
     malformed = node.run("acl", "grant", CONSUMER, "JP-DEV/GOV")
     assert malformed.returncode == 2 and "has 2 parts" in malformed.stderr
     usage = node.run("acl", "frobnicate")

@@ -36,6 +36,16 @@ def test_malformed_identifiers_are_usage_errors(args: list[str]) -> None:
     assert "Invalid value" in result.output
 
 
+@pytest.mark.parametrize("command", ["grant", "revoke"])
+@pytest.mark.parametrize("half", [["--method", "GET"], ["--path", "/people/*"]])
+def test_an_endpoint_needs_method_and_path(command: str, half: list[str]) -> None:
+    result = CliRunner().invoke(acl, [command, "JP-DEV/COM/OTTA/TAGS",
+                                      "JP-DEV/GOV/TOYONO/RES/people", *half,
+                                      "--config", "x.toml"])
+    assert result.exit_code == 2
+    assert "--method and --path go together" in result.output
+
+
 def test_missing_configuration_fails_with_exit_1(tmp_path: Path) -> None:
     result = CliRunner().invoke(acl, ["members", "list", "--config",
                                       str(tmp_path / "missing.toml")])
