@@ -25,7 +25,8 @@ from secserver.routing.http1 import ResponseLimits
 
 __all__ = ["BackendClient", "BackendResponse"]
 
-FAILURES = http1.Failures(what="the service", connect=ServiceNetworkError,
+FAILURES = http1.Failures(what="the service", unreachable=ServiceNetworkError,
+                          connect=ServiceNetworkError,
                           timeout=ServiceTimeout, malformed=ServiceInvalidResponse,
                           tls=ServiceNetworkError, too_large=ServiceInvalidResponse)
 

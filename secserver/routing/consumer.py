@@ -39,6 +39,7 @@ from secserver.routing.directory import ServerEntry
 from secserver.routing.errors import (
     AccessDenied,
     InconsistentResponse,
+    PeerUnreachable,
     RelayedError,
     SslAuthenticationFailed,
     UnknownMember,
@@ -82,12 +83,13 @@ def authorise_caller(entry: SubsystemEntry | None, client: str, cert_der: bytes 
     raise AccessDenied(f"subsystem {client} has an unknown authentication mode")
 
 
-def provider_server(node: ExchangeNode, exchange: ExchangeRequest) -> ServerEntry:
+def provider_servers(node: ExchangeNode, exchange: ExchangeRequest) -> tuple[ServerEntry, ...]:
+    """The provider member's security servers, in directory order (tried in turn)."""
     servers = node.directory.servers_for(exchange.service.provider)
     if not servers:
         raise UnknownMember(f"no security server in the member directory serves "
                             f"{exchange.service.provider.member}")
-    return servers[0]
+    return servers
 
 
 def relayed_error(response: PeerResponse, code: str) -> RelayedError:
@@ -143,11 +145,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
             if exchange.client.member != node.owner:
                 raise UnknownMember(f"client {exchange.client} belongs to another member than "
                                     f"this security server's owner {node.owner}")
-            server = provider_server(node, exchange)
-            trace = replace(trace, peer=str(server.server_id))
+            servers = provider_servers(node, exchange)
+            trace = replace(trace, peer=str(servers[0].server_id))
             if body is None:
                 body = await read_request_body(request, node)
-            return await _exchange(request, node, exchange, message_id, body, trace, server)
+            return await _exchange(request, node, exchange, message_id, body, trace, servers)
         except SecServerError as exc:
             if not getattr(exc, "logged", False):
                 await _log_failure(node, trace, exc)
@@ -159,7 +161,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 async def _exchange(request: web.Request, node: ExchangeNode, exchange: ExchangeRequest,
                     message_id: str, body: SpooledBody, trace: Trace,
-                    server: ServerEntry) -> web.StreamResponse:
+                    servers: tuple[ServerEntry, ...]) -> web.StreamResponse:
     now = datetime.now(UTC)
     document = documents.request_document(exchange, message_id, body, now)
     signature = await node.sign(document)
@@ -170,9 +172,16 @@ async def _exchange(request: web.Request, node: ExchangeNode, exchange: Exchange
                 (h.X_MESSAGE_KIND, exchange.kind),
                 (h.X_SIGNED_DOCUMENT, base64.b64encode(document).decode("ascii")),
                 (h.X_SIGNATURE, base64.b64encode(signature).decode("ascii"))]
-    response = await node.peers.request(
-        server, exchange.method, exchange.target(), headers, body, node.response_limits,
-        node.limits.backend_timeout + 10.0)
+    for index, server in enumerate(servers):
+        try:
+            response = await node.peers.request(
+                server, exchange.method, exchange.target(), headers, body,
+                node.response_limits, node.limits.backend_timeout + 10.0)
+            break
+        except PeerUnreachable:
+            if index == len(servers) - 1:
+                raise  # nothing was sent to any of them
+    trace = replace(trace, peer=str(server.server_id))
     try:
         return await _answer(request, node, exchange, message_id, document, response, trace)
     finally:

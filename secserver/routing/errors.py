@@ -142,6 +142,10 @@ class NetworkError(ExchangeError):
     http_status = 502
 
 
+class PeerUnreachable(NetworkError):
+    """No connection to a security server could be made (the next one may be tried)."""
+
+
 class InconsistentResponse(ExchangeError):
     code = "InconsistentResponse"
     http_status = 502

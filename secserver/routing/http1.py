@@ -41,7 +41,8 @@ class Failures:
     """Which error each kind of failure becomes, and how the far end is named."""
 
     what: str                               # e.g. "security server X" or "the service"
-    connect: type[ExchangeError]            # refused, unreachable, reset
+    unreachable: type[ExchangeError]        # no connection could be made (nothing sent)
+    connect: type[ExchangeError]            # the connection failed while in use
     timeout: type[ExchangeError]            # no complete answer in time
     malformed: type[ExchangeError]          # not HTTP
     tls: type[ExchangeError]                # handshake failed
@@ -192,11 +193,12 @@ class ConnectionPool:
         except ssl.SSLError as exc:
             raise failures.tls(f"TLS with {failures.what} failed", detail=exc.reason) from exc
         except TimeoutError as exc:
-            raise failures.connect(f"{failures.what} cannot be reached (connection timed "
-                                   "out)") from exc
+            raise failures.unreachable(f"{failures.what} cannot be reached (connection "
+                                       "timed out)") from exc
         except OSError as exc:
-            raise failures.connect(f"{failures.what} cannot be reached (connection refused "
-                                   "or unreachable)", detail=type(exc).__name__) from exc
+            raise failures.unreachable(f"{failures.what} cannot be reached (connection "
+                                       "refused or unreachable)",
+                                       detail=type(exc).__name__) from exc
         return Connection(reader, writer)
 
     async def close(self) -> None:

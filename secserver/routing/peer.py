@@ -13,7 +13,7 @@ import ssl
 from secserver.routing import http1
 from secserver.routing.body import SpooledBody
 from secserver.routing.directory import ServerEntry
-from secserver.routing.errors import NetworkError, SslAuthenticationFailed
+from secserver.routing.errors import NetworkError, PeerUnreachable, SslAuthenticationFailed
 from secserver.routing.http1 import Response as PeerResponse
 from secserver.routing.http1 import ResponseLimits
 
@@ -32,7 +32,8 @@ class PeerPool:
 
     @staticmethod
     def _failures(server: ServerEntry) -> http1.Failures:
-        return http1.Failures(what=f"security server {server.server_id}", connect=NetworkError,
+        return http1.Failures(what=f"security server {server.server_id}",
+                              unreachable=PeerUnreachable, connect=NetworkError,
                               timeout=NetworkError, malformed=NetworkError,
                               tls=SslAuthenticationFailed, too_large=NetworkError)
 

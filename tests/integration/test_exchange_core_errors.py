@@ -288,3 +288,22 @@ async def test_tampered_responses_are_refused(exchange: Exchange, mode: str,
                                                     exchange.layout.toyono)
         await fake.pool.close()
         await runner.cleanup()
+
+
+def test_unreachable_server_of_a_member_is_skipped(exchange: Exchange) -> None:
+    text = exchange.layout.directory_file.read_text()
+    first = text.index("[[servers]]")
+    dead = (f'[[servers]]\nid = "JP-DEV/COM/OTTA/SS0"\naddress = "127.0.0.1:{free_port()}"\n'
+            'tls_cert_file = "pki/servers/COM.OTTA.SS1/log.crt"\n'
+            'members = ["JP-DEV/COM/OTTA"]\n\n')
+    directory = exchange.layout.root / "directory-failover.toml"
+    directory.write_text(text[:first] + dead + text[first:])
+    exchange.stop_node(exchange.consumer)
+    try:
+        exchange.consumer = exchange.start_node(
+            exchange.layout.toyono, {"SECSERVER_DIRECTORY_FILE": str(directory)})
+        answer = exchange.call("GET", exchange.rest_target(ECHO, "/failover"))
+        assert answer.status == 200, answer.body
+    finally:
+        exchange.stop_node(exchange.consumer)
+        exchange.consumer = exchange.start_node(exchange.layout.toyono)
