@@ -246,38 +246,69 @@ async def test_header_added_after_signing_is_refused(exchange: Exchange) -> None
         await peer.close()
 
 
-def forged_signer(exchange: Exchange, *, own_ca: bool, expired: bool) -> Signer:
-    """A signing key for TOYONO's member from a foreign CA, or an expired one of the CA."""
+def forged_signer(exchange: Exchange, kind: str) -> Signer:
+    """A signing key for TOYONO's member that must be refused, of the given ``kind``."""
     pki = exchange.layout.pki
     now = datetime.now(UTC)
     key = generate_key("ec-p256")
-    if own_ca:
+    issuer_key = load_private_key(pki / "ca" / "ca.key")
+    issuer = load_certificate(pki / "ca" / "ca.crt")
+    if kind == "foreign-ca":
         issuer_key = generate_key("ec-p256")
         issuer = issue_certificate(subject=plain_subject("JP-DEV", "rogue CA"),
                                    public_key=issuer_key.public_key(), issuer_key=issuer_key,
                                    issuer=None, profile="ca", not_before=now - timedelta(days=1),
                                    not_after=now + timedelta(days=30))
-    else:
-        issuer_key = load_private_key(pki / "ca" / "ca.key")
-        issuer = load_certificate(pki / "ca" / "ca.crt")
-    start = now - timedelta(days=30)
-    end = now - timedelta(days=1) if expired else now + timedelta(days=30)
+    if kind == "tls-key":  # a TLS-only certificate of the right member
+        certificate = issue_certificate(
+            subject=member_subject(CLIENT.member), public_key=key.public_key(),
+            issuer_key=issuer_key, issuer=issuer, profile="tls",
+            not_before=now - timedelta(days=1), not_after=now + timedelta(days=30))
+        return Signer(key, certificate, batch="off")
+    start, end = now - timedelta(days=30), now + timedelta(days=30)
+    if kind == "expired":
+        end = now - timedelta(days=1)
+    if kind == "not-yet-valid":
+        start = now + timedelta(days=1)
     certificate = issue_certificate(
         subject=member_subject(CLIENT.member), public_key=key.public_key(),
         issuer_key=issuer_key, issuer=issuer, profile="sign", not_before=start, not_after=end)
     return Signer(key, certificate, batch="off")
 
 
-@pytest.mark.parametrize("own_ca,expired,code", [
-    (True, False, "Server.ServerProxy.UntrustedCertificate"),
-    (False, True, "Server.ServerProxy.CertificateExpired"),
+@pytest.mark.parametrize("kind,code", [
+    ("foreign-ca", "Server.ServerProxy.UntrustedCertificate"),
+    ("expired", "Server.ServerProxy.CertificateExpired"),
+    ("not-yet-valid", "Server.ServerProxy.CertificateNotYetValid"),
+    ("tls-key", "Server.ServerProxy.WrongKeyUsage"),
 ])
-async def test_forged_signing_certificates_are_refused(exchange: Exchange, own_ca: bool,
-                                                       expired: bool, code: str) -> None:
-    peer = Peer(exchange, signer=forged_signer(exchange, own_ca=own_ca, expired=expired))
+async def test_forged_signing_certificates_are_refused(exchange: Exchange, kind: str,
+                                                       code: str) -> None:
+    peer = Peer(exchange, signer=forged_signer(exchange, kind))
     try:
         response = await peer.send("GET", exchange.rest_target(ECHO))
         assert code_of(response) == code, response.body.read_all()
+    finally:
+        await peer.close()
+
+
+async def test_malformed_and_misdirected_signatures(exchange: Exchange) -> None:
+    peer = Peer(exchange)
+    try:
+        target = exchange.rest_target(ECHO)
+        message_id = str(uuid.uuid4())
+        pairs = [("X-Road-Client", str(CLIENT)), ("X-Road-Id", message_id)]
+        request = parse_rest_request("GET", target, pairs)
+        spooled = SpooledBody.from_bytes(b"")
+        document = documents.request_document(request, message_id, spooled, datetime.now(UTC))
+        other = await peer.signer.sign(document + b"x")  # a valid CMS over other content
+        for signature, code in ((b"\x30\x03\x02\x01\x01", "MalformedSignature"),
+                                (other, "DigestMismatch")):
+            headers = [*pairs, (h.X_SIGNED_DOCUMENT, base64.b64encode(document).decode()),
+                       (h.X_SIGNATURE, base64.b64encode(signature).decode())]
+            response = await peer.pool.request(peer.server, "GET", target, headers, spooled,
+                                               LIMITS, 30.0)
+            assert code_of(response) == f"Server.ServerProxy.{code}", response.body.read_all()
     finally:
         await peer.close()
 
