@@ -242,7 +242,7 @@ class ChainVerifier:
                     if self.signature_sink is not None and signature and document:
                         self._sink(r)
                     return
-            elif kind != "checkpoint" and content.startswith(
+            elif kind != "checkpoint" and mid is None and content.startswith(
                     f"{self._prefix}{seq}\nkind: {kind}\nat: {at}\n".encode()):
                 self._accept(r)
                 return
@@ -335,6 +335,11 @@ class ChainVerifier:
         elif r.kind == "message":
             self._messages += 1
             self._check_message(r)
+        elif r.message_id is not None:
+            problems.append(Problem(
+                "modified", seq, seq,
+                f"record {seq} modified: its stored message id {r.message_id!r} differs from "
+                "the hashed record (none)"))
         elif r.kind == "checkpoint":
             self._check_checkpoint(r)
             checked = True

@@ -131,6 +131,15 @@ def test_edited_column() -> None:
         "record 4 modified: its stored message id 'm-99' differs from the hashed record"]
 
 
+def test_message_id_put_on_another_kind_of_record() -> None:
+    records, tokens = build(12)
+    records[0] = records[0]._replace(message_id="m-5")
+    records[5] = records[5]._replace(message_id="m-5")
+    assert check(records, tokens)[0] == [
+        "record 1 modified: its stored message id 'm-5' differs from the hashed record (none)",
+        "record 6 modified: its stored message id 'm-5' differs from the hashed record (none)"]
+
+
 def test_rewritten_history_fails_at_the_checkpoint_signature() -> None:
     """A forger who rewrites a record and rehashes every later record and checkpoint
     cannot sign the changed checkpoint."""
