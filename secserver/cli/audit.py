@@ -7,10 +7,12 @@ was found or the command failed, 2 usage error.
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -22,6 +24,27 @@ from secserver.cli.options import (
     load_or_fail,
     print_json,
 )
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def database_errors(func: F) -> F:
+    """Database failures become one clear line (under ``handle_errors``), not a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from secserver.audit.errors import AuditError
+
+        try:
+            return func(*args, **kwargs)
+        except SQLAlchemyError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise AuditError(f"cannot read the log from the database: {first}; is the "
+                             "database reachable and upgraded (secserver db upgrade)?") from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 @click.group()
@@ -49,6 +72,7 @@ def _print_report(report: VerifyReport) -> None:
 @click.option("--no-signatures", is_flag=True, help="Skip per-message signature checks.")
 @json_option
 @handle_errors
+@database_errors
 def verify(config_path: Path, from_seq: int | None, to_seq: int | None, no_signatures: bool,
            as_json: bool) -> None:
     """Check every chain link, Merkle root, checkpoint signature, timestamp token and
@@ -104,6 +128,7 @@ def _parse_date(value: str) -> datetime:
               type=click.Path(file_okay=False, path_type=Path), help="Archive directory.")
 @json_option
 @handle_errors
+@database_errors
 def archive(config_path: Path, before: str, out_dir: Path, as_json: bool) -> None:
     """Move old records (whole timestamped batches) into a compressed archive file and
     purge them from the database; `audit verify` keeps checking them."""
@@ -141,6 +166,7 @@ def _body_key(config: Any) -> bytes | None:
 @click.option("--id", "message_id", required=True, help="The message id (X-Road-Id).")
 @json_option
 @handle_errors
+@database_errors
 def show(config_path: Path, message_id: str, as_json: bool) -> None:
     """Show the log records of one exchange (request and response)."""
     from secserver.audit.bundle import anchor_record, message_records, plain_body
@@ -200,6 +226,7 @@ def show(config_path: Path, message_id: str, as_json: bool) -> None:
 @click.option("--out", "out_path", required=True,
               type=click.Path(dir_okay=False, path_type=Path), help="Bundle file (.zip).")
 @handle_errors
+@database_errors
 def export(config_path: Path, message_id: str, out_path: Path) -> None:
     """Write the evidence bundle of one exchange (records, signatures, audit paths,
     checkpoint, timestamp, certificates) for offline checking."""

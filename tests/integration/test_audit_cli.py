@@ -83,3 +83,11 @@ def test_archive_command(config: NodeConfig, tmp_path: Path) -> None:
     verify = audit("verify", "--config", str(config.path), "--json")
     assert json.loads(verify.stdout)["records"] == result["last_seq"]
     assert verify.returncode == 0
+
+
+def test_database_not_upgraded(tmp_path: Path, pki: Path) -> None:
+    cfg = node_config(tmp_path / "empty", f"sqlite:///{tmp_path / 'empty.db'}", pki)
+    done = audit("verify", "--config", str(cfg.path))
+    assert done.returncode == 1
+    assert "cannot read the log from the database" in done.stderr
+    assert "secserver db upgrade" in done.stderr and "Traceback" not in done.stderr
