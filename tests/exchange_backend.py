@@ -9,7 +9,8 @@
 * ``ANY /status/{code}``: answers that status with a JSON body;
 * ``POST /soap``: a SOAP response echoing the request's X-Road header; ``/soap-noecho``
   answers without the header;
-* on port G, anything that connects gets bytes that are not HTTP, then a close.
+* on port G, anything that connects gets bytes that are not HTTP, then a close; except
+  ``/no-content-type``: a valid response without ``Content-Type``, delimited by the close.
 """
 
 from __future__ import annotations
@@ -80,7 +81,13 @@ async def soap(request: web.Request) -> web.Response:
 
 
 async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await reader.read(1024)
+    head = await reader.read(1024)
+    if head.split(b" ", 2)[1:2] == [b"/no-content-type"]:
+        # valid HTTP, but no Content-Type and a close-delimited body
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nplain bytes")
+        await writer.drain()
+        writer.close()
+        return
     writer.write(b"THIS IS NOT HTTP\x00\x01\x02\r\n\r\n")
     await writer.drain()
     writer.close()

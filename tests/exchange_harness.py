@@ -62,6 +62,7 @@ DOWN = ServiceId(OTTA_TAGS, "down")                          # backend port clos
 GARBAGE = ServiceId(OTTA_TAGS, "garbage")                    # backend answers non-HTTP
 BYTES = ServiceId(OTTA_TAGS, "bytes")                        # GET /{n}: n bytes
 STATUS = ServiceId(OTTA_TAGS, "status")                      # ANY /{code}: that status
+NO_CONTENT_TYPE = ServiceId(OTTA_TAGS, "no-content-type")    # body without Content-Type
 SOAP_ECHO = ServiceId(OTTA_TAGS, "soap-echo")                # SOAP, header echoed
 SOAP_NO_ECHO = ServiceId(OTTA_TAGS, "soap-no-echo")          # SOAP, header not echoed
 UNREGISTERED = ServiceId(OTTA_TAGS, "unregistered")          # not on the provider
@@ -178,6 +179,8 @@ def register_test_services(exchange: Exchange, now: datetime) -> None:
             (GARBAGE, f"http://{HOST}:{exchange.garbage_port}/", 5.0, False),
             (BYTES, f"{backend}/bytes", 60.0, False),
             (STATUS, f"{backend}/status", 10.0, False),
+            (NO_CONTENT_TYPE, f"http://{HOST}:{exchange.garbage_port}/no-content-type", 10.0,
+             False),
             (SOAP_ECHO, f"{backend}/soap", 10.0, False),
             (SOAP_NO_ECHO, f"{backend}/soap-noecho", 10.0, False),
         ]

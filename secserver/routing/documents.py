@@ -76,7 +76,8 @@ def _compare(pairs: list[tuple[str, object, object]], error: type[ExchangeError]
              what: str) -> None:
     for name, signed, actual in pairs:
         if signed != actual:
-            raise error(f"the {what} does not match its signed document: {name} differs")
+            raise error(f"the {what} does not match its signed document: the field {name} "
+                        "differs")
 
 
 def check_request(data: bytes, exchange: ExchangeRequest, body: SpooledBody,

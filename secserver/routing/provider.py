@@ -182,6 +182,9 @@ async def _answer(request: web.Request, node: ExchangeNode, signed: SignedDocume
                   log_body: str) -> web.StreamResponse:
     now = datetime.now(UTC)
     response_headers = h.end_to_end(response.headers)
+    if response.body.size and not any(k == "content-type" for k, _ in response_headers):
+        # what the HTTP layer would add anyway (RFC 9110 8.3): sign what is sent
+        response_headers.append(("content-type", "application/octet-stream"))
     response_document = documents.response_document(signed, document, response.status,
                                                     response_headers, response.body, now)
     response_signature = await node.sign(response_document)

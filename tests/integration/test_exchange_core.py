@@ -368,3 +368,12 @@ def test_serve_refuses_keys_that_do_not_fit_the_node(exchange: Exchange) -> None
                                 cwd=exchange.layout.root)
         assert result.returncode == 1, result.stderr
         assert expected in result.stderr, result.stderr
+
+
+def test_response_without_content_type(exchange: Exchange) -> None:
+    from exchange_harness import NO_CONTENT_TYPE
+
+    answer = exchange.call("GET", exchange.rest_target(NO_CONTENT_TYPE))
+    assert answer.status == 200, answer.body
+    assert answer.body == b"plain bytes"
+    assert answer.header("Content-Type") == "application/octet-stream"
