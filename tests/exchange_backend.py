@@ -38,7 +38,7 @@ async def echo(request: web.Request) -> web.Response:
         "headers": {k.lower(): v for k, v in request.headers.items()},
         "body_size": size, "body_sha256": digest.hexdigest(),
     }
-    return web.json_response(info, headers={"X-Backend": "echo"})
+    return web.json_response(info, headers={"X-Backend": "echo", "X-Town": "豊野"})
 
 
 async def pattern(request: web.Request) -> web.StreamResponse:

@@ -46,6 +46,8 @@ def request_document(exchange: ExchangeRequest, message_id: str, body: SpooledBo
         ).to_bytes()
     except InvalidSignedDocument as exc:
         raise InvalidRequest(exc.message) from exc
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest("a header value is not valid UTF-8") from exc
 
 
 def response_document(request: SignedDocument, request_bytes: bytes, status: int,
@@ -63,6 +65,9 @@ def response_document(request: SignedDocument, request_bytes: bytes, status: int
     except InvalidSignedDocument as exc:
         raise ServiceInvalidResponse("the service's response cannot be signed: "
                                      f"{exc.message}") from exc
+    except UnicodeEncodeError as exc:
+        raise ServiceInvalidResponse("the service's response has a header value that is "
+                                     "not valid UTF-8") from exc
 
 
 def _parse(data: bytes, error: type[ExchangeError]) -> SignedDocument:

@@ -82,7 +82,7 @@ class Connection:
 
 def parse_head(head: bytes) -> tuple[int, list[tuple[str, str]], bool]:
     """Status, headers and whether the connection may be kept, from a response head."""
-    lines = head.decode("latin-1").split("\r\n")
+    lines = head.decode("utf-8", "surrogateescape").split("\r\n")
     parts = lines[0].split(" ", 2)
     if len(parts) < 2 or parts[0] not in ("HTTP/1.1", "HTTP/1.0") \
             or len(parts[1]) != 3 or not parts[1].isdigit():
@@ -226,7 +226,8 @@ async def exchange(connection: Connection, method: str, target: str, host_header
                 raise failures.malformed("refusing to send a header with a line break")
             head.append(f"{name}: {value}")
         writer = connection.writer
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        # header values are as received: UTF-8 (invalid bytes kept as surrogate escapes)
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
         async for chunk in body.chunks():
             writer.write(chunk)
             await writer.drain()

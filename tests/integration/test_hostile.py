@@ -302,3 +302,15 @@ def test_callers_that_vanish_mid_body_are_not_internal_errors(exchange: Exchange
     assert answer.status == 200  # the node goes on serving
     log = exchange.node_log(exchange.consumer)
     assert "Traceback" not in log and "internal error" not in log
+
+
+def test_non_ascii_header_values(exchange: Exchange) -> None:
+    answer = raw(exchange.consumer_port, head(exchange, exchange.rest_target(ECHO))
+                 + "X-Name: 豊野 é\r\n\r\n".encode())
+    assert answer.status == 200, answer.body
+    assert json.loads(answer.body)["headers"]["x-name"] == "豊野 é"
+    assert answer.headers["x-town"].encode("latin-1").decode() == "豊野"  # UTF-8 on the wire
+    broken = raw(exchange.consumer_port, head(exchange, exchange.rest_target(ECHO))
+                 + b"X-Name: \xff\xfe\r\n\r\n")
+    assert broken.status == 400, broken.body
+    assert broken.code == "Client.InvalidRequest"
