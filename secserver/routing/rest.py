@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from secserver.acl.paths import InvalidPath, normalise_path
@@ -77,12 +78,32 @@ def split_target(target: str) -> tuple[str, str]:
     return path, query
 
 
+@lru_cache(maxsize=4096)
+def _cached_client(text: str) -> ClientId:
+    return ClientId.parse(text)  # frozen: safe to share; errors are not cached
+
+
+@lru_cache(maxsize=4096)
+def _cached_service(service_part: str) -> ServiceId:
+    service, _ = parse_rest_service_path(service_part)
+    return service
+
+
+def _service_and_rest(after_prefix: str) -> tuple[ServiceId, str]:
+    """Like ``parse_rest_service_path``, with the five service segments' parse cached."""
+    segments = after_prefix.split("/", 5)
+    if len(segments) < 5:
+        return parse_rest_service_path(after_prefix)  # raises with the full explanation
+    service = _cached_service("/".join(segments[:5]))
+    return service, ("/" + segments[5] if len(segments) > 5 else "")
+
+
 def parse_client_header(value: str | None) -> ClientId:
     if value is None:
         raise MissingHeaderField(f"the {h.X_CLIENT} header is missing; send "
                                  "INSTANCE/CLASS/MEMBER/SUBSYSTEM of the calling subsystem")
     try:
-        client = ClientId.parse(value.strip())
+        client = _cached_client(value.strip())
     except InvalidIdentifier as exc:
         raise InvalidClientIdentifier(f"{h.X_CLIENT}: {exc.message}") from exc
     if not client.is_subsystem:
@@ -104,7 +125,7 @@ def parse_rest_request(method: str, target: str,
         raise InvalidRequest(f"REST calls go to {REST_PREFIX}INSTANCE/CLASS/MEMBER/SUBSYSTEM/"
                              "SERVICE[/path]; SOAP envelopes are posted to /")
     try:
-        service, rest = parse_rest_service_path(path[len(REST_PREFIX):])
+        service, rest = _service_and_rest(path[len(REST_PREFIX):])
     except InvalidIdentifier as exc:
         raise InvalidServiceIdentifier(exc.message) from exc
     if rest:
