@@ -285,6 +285,31 @@ def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
+def show_command(group: click.Group, argument: str, kind: click.ParamType[Any] | None,
+                 show: Callable[[Session, Any], Json], doc: str) -> None:
+    """``GROUP show ARGUMENT``: one object and what hangs on it."""
+
+    @group.command("show", help=doc)
+    @click.argument(argument, type=kind)
+    @reads
+    def show_one(reg: Registry, /, **ids: Any) -> None:
+        reg.show(reg.read(show, ids[argument]))
+
+
+def remove_command(group: click.Group, argument: str, kind: click.ParamType[Any] | None,
+                   remove: Callable[[Session, str, Any], Json], doc: str, *,
+                   what: str | None = None, key: str = "id") -> None:
+    """``GROUP remove ARGUMENT``: one registry change, reported as ``WHAT ID removed``
+    (``WHAT``: the argument's name unless given; ``ID``: the removed record's ``key``)."""
+
+    @group.command("remove", help=doc)
+    @click.argument(argument, type=kind)
+    @changes
+    def remove_one(reg: Registry, /, **ids: Any) -> None:
+        gone = reg.change(remove, ids[argument])
+        reg.done(f"{what or argument} {gone[key]} removed", gone)
+
+
 # --- the group ------------------------------------------------------------------------------
 
 @click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -319,21 +344,11 @@ def members_list(reg: Registry) -> None:
     reg.list(reg.read(registry.list_members), MEMBERS)
 
 
-@members.command("show")
-@click.argument("member", type=CLIENT)
-@reads
-def members_show(reg: Registry, member: ClientId) -> None:
-    """Show a member and its subsystems."""
-    reg.show(reg.read(registry.show_member, member))
-
-
-@members.command("remove")
-@click.argument("member", type=CLIENT)
-@changes
-def members_remove(reg: Registry, member: ClientId) -> None:
-    """Remove a member (it must have no subsystems, rights or consents left)."""
-    gone = reg.change(registry.remove_member, member)
-    reg.done(f"member {gone['id']} removed", gone)
+show_command(members, "member", CLIENT, registry.show_member,
+             "Show a member and its subsystems.")
+remove_command(members, "member", CLIENT, registry.remove_member,
+               "Remove a member (it must have no subsystems or rights left, and no consents: "
+               "they stay on record, also when revoked).")
 
 
 # subsystems
@@ -418,21 +433,11 @@ def subsystems_list(reg: Registry, local_only: bool) -> None:
     reg.list(reg.read(registry.list_subsystems, local_only=local_only), SUBSYSTEMS)
 
 
-@subsystems.command("show")
-@click.argument("subsystem", type=CLIENT)
-@reads
-def subsystems_show(reg: Registry, subsystem: ClientId) -> None:
-    """Show a subsystem with its services, groups and rights."""
-    reg.show(reg.read(registry.show_subsystem, subsystem))
-
-
-@subsystems.command("remove")
-@click.argument("subsystem", type=CLIENT)
-@changes
-def subsystems_remove(reg: Registry, subsystem: ClientId) -> None:
-    """Remove a subsystem (no services, rights, consents or group memberships left)."""
-    gone = reg.change(registry.remove_subsystem, subsystem)
-    reg.done(f"subsystem {gone['id']} removed", gone)
+show_command(subsystems, "subsystem", CLIENT, registry.show_subsystem,
+             "Show a subsystem with its services, groups and rights.")
+remove_command(subsystems, "subsystem", CLIENT, registry.remove_subsystem,
+               "Remove a subsystem (no services, rights or group memberships left, and no "
+               "consents: they stay on record, also when revoked).")
 
 
 # services
@@ -491,21 +496,11 @@ def services_list(reg: Registry, provider: ClientId | None) -> None:
     reg.list(reg.read(registry.list_services, provider=provider), SERVICES)
 
 
-@services.command("show")
-@click.argument("service", type=SERVICE)
-@reads
-def services_show(reg: Registry, service: ServiceId) -> None:
-    """Show a service with its endpoints and rights."""
-    reg.show(reg.read(registry.show_service, service))
-
-
-@services.command("remove")
-@click.argument("service", type=SERVICE)
-@changes
-def services_remove(reg: Registry, service: ServiceId) -> None:
-    """Remove a service and its endpoints (no rights or consents may be left)."""
-    gone = reg.change(registry.remove_service, service)
-    reg.done(f"service {gone['id']} removed", gone)
+show_command(services, "service", SERVICE, registry.show_service,
+             "Show a service with its endpoints and rights.")
+remove_command(services, "service", SERVICE, registry.remove_service,
+               "Remove a service and its endpoints (no rights may be left, and no consents: "
+               "they stay on record, also when revoked).")
 
 
 # endpoints
@@ -583,21 +578,10 @@ def groups_list(reg: Registry) -> None:
     reg.list(reg.read(registry.list_groups), GROUPS)
 
 
-@groups.command("show")
-@click.argument("code")
-@reads
-def groups_show(reg: Registry, code: str) -> None:
-    """Show a group, its members and rights."""
-    reg.show(reg.read(registry.show_group, code))
-
-
-@groups.command("remove")
-@click.argument("code")
-@changes
-def groups_remove(reg: Registry, code: str) -> None:
-    """Remove a group (it must hold no rights)."""
-    gone = reg.change(registry.remove_group, code)
-    reg.done(f"group {gone['code']} removed", gone)
+show_command(groups, "code", None, registry.show_group,
+             "Show a group, its members and rights.")
+remove_command(groups, "code", None, registry.remove_group,
+               "Remove a group (it must hold no rights).", what="group", key="code")
 
 
 @groups.command("add-member")

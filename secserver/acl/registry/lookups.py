@@ -40,6 +40,17 @@ def count(session: Session, model: type[Base], *where: ColumnElement[bool]) -> i
                .scalar_one())
 
 
+def kept_consents(session: Session, *where: ColumnElement[bool]) -> str:
+    """Why consents matching ``where`` block a removal ('' when there are none): they stay
+    on record as evidence, also once revoked, and refer to the client and service."""
+    total = count(session, m.Consent, *where)
+    if not total:
+        return ""
+    unrevoked = count(session, m.Consent, *where, m.Consent.revoked_at.is_(None))
+    return (f"{total} consent(s) ({unrevoked} unrevoked), and consents stay on record as "
+            "evidence even when revoked, so it cannot be removed")
+
+
 def require_subsystem_id(client: ClientId) -> None:
     if client.subsystem is None:
         raise RegistryError(f"{client} is a member; a subsystem id has four parts "

@@ -20,6 +20,7 @@ from secserver.acl.registry.changes import (
 from secserver.acl.registry.lookups import (
     count,
     find_member,
+    kept_consents,
     member_json,
     parse_client,
     require_member,
@@ -82,7 +83,7 @@ def show_member(session: Session, member: ClientId | str) -> Json:
 
 def remove_member(session: Session, actor: str, member: ClientId | str, *,
                   now: datetime | None = None) -> Json:
-    """Remove a member that has no subsystems, rights or consents left."""
+    """Remove a member that has no subsystems, rights or consents (not even revoked ones)."""
     client = parse_client(member)
     with transaction(session):
         row = require_member(session, client)
@@ -93,11 +94,12 @@ def remove_member(session: Session, actor: str, member: ClientId | str, *,
         if subsystems:
             raise in_use(f"member {client} still has subsystems {', '.join(subsystems)}; "
                          "remove them first")
+        consents = kept_consents(session, m.Consent.client_member_id == row.id)
+        if consents:
+            raise in_use(f"member {client} has {consents}")
         rights = count(session, m.Right, m.Right.subject_member_id == row.id)
-        consents = count(session, m.Consent, m.Consent.client_member_id == row.id)
-        if rights or consents:
-            raise in_use(f"member {client} still holds {rights} right(s) and {consents} "
-                         "consent(s); revoke them first")
+        if rights:
+            raise in_use(f"member {client} still holds {rights} right(s); revoke them first")
         before = member_json(row)
         session.delete(row)
         session.flush()

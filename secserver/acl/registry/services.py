@@ -25,6 +25,7 @@ from secserver.acl.registry.lookups import (
     endpoint_json,
     find_endpoint,
     find_service,
+    kept_consents,
     parse_client,
     parse_service,
     require_endpoint,
@@ -113,15 +114,17 @@ def show_service(session: Session, service: ServiceId | str) -> Json:
 
 def remove_service(session: Session, actor: str, service: ServiceId | str, *,
                    now: datetime | None = None) -> Json:
-    """Remove a service with no rights or consents left (its endpoints go with it)."""
+    """Remove a service with no rights and no consents, not even revoked ones (its
+    endpoints go with it)."""
     service_id = parse_service(service)
     with transaction(session):
         row = require_service(session, service_id)
+        consents = kept_consents(session, m.Consent.service_id == row.id)
+        if consents:
+            raise in_use(f"service {service_id} has {consents}")
         rights = count(session, m.Right, m.Right.service_id == row.id)
-        consents = count(session, m.Consent, m.Consent.service_id == row.id)
-        if rights or consents:
-            raise in_use(f"service {service_id} still has {rights} right(s) and {consents} "
-                         "consent(s); revoke them first")
+        if rights:
+            raise in_use(f"service {service_id} still has {rights} right(s); revoke them first")
         endpoints = list(session.execute(select(m.Endpoint).where(
             m.Endpoint.service_id == row.id).order_by(m.Endpoint.id)).scalars())
         before = {**service_json(row, service_id),

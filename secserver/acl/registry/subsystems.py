@@ -25,6 +25,7 @@ from secserver.acl.registry.changes import (
 from secserver.acl.registry.lookups import (
     count,
     find_subsystem,
+    kept_consents,
     parse_client,
     require_member,
     require_subsystem,
@@ -144,14 +145,17 @@ def show_subsystem(session: Session, subsystem: ClientId | str) -> Json:
 
 def remove_subsystem(session: Session, actor: str, subsystem: ClientId | str, *,
                      now: datetime | None = None) -> Json:
-    """Remove a subsystem with no services, rights, consents or group memberships left."""
+    """Remove a subsystem with no services, rights or group memberships left and no
+    consents (not even revoked ones)."""
     client = parse_client(subsystem)
     with transaction(session):
         row = require_subsystem(session, client)
+        consents = kept_consents(session, m.Consent.client_subsystem_id == row.id)
+        if consents:
+            raise in_use(f"subsystem {client} has {consents}")
         found = {
             "service(s)": count(session, m.Service, m.Service.subsystem_id == row.id),
             "right(s)": count(session, m.Right, m.Right.subject_subsystem_id == row.id),
-            "consent(s)": count(session, m.Consent, m.Consent.client_subsystem_id == row.id),
             "group membership(s)": count(session, m.GroupMember,
                                          m.GroupMember.subsystem_id == row.id),
         }

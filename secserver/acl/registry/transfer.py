@@ -163,8 +163,14 @@ class _Import:
     def count(self, created: bool) -> None:
         self.counts["added" if created else "unchanged"] += 1
 
-    def settle(self, existing: Json, wanted: Json, update: Callable[[], object]) -> None:
-        """Unchanged, updated (replace) or an error naming the differing settings."""
+    def settle(self, existing: Json | None, wanted: Json, add: Callable[[], object],
+               update: Callable[[], object]) -> None:
+        """Added (``existing`` None), unchanged, updated (replace) or an error naming the
+        differing settings."""
+        if existing is None:
+            add()
+            self.count(True)
+            return
         diff = [k for k in wanted if existing.get(k) != wanted[k]]
         if not diff:
             self.counts["unchanged"] += 1
@@ -183,12 +189,9 @@ class _Import:
         name = _field(item, "name", str, "")
         self.want("members", str(member))
         row = find_member(s, member)
-        if row is None:
-            add_member(s, actor, member, name, now=at)
-            self.count(True)
-        else:
-            self.settle(member_json(row), {"name": name},
-                        partial(update_member, s, actor, member, name, now=at))
+        self.settle(None if row is None else member_json(row), {"name": name},
+                    partial(add_member, s, actor, member, name, now=at),
+                    partial(update_member, s, actor, member, name, now=at))
 
     def subsystem(self, item: Mapping[str, Any]) -> None:
         s, actor, at = self.session, self.actor, self.at
@@ -201,12 +204,9 @@ class _Import:
             "allowlist": list(_field(item, "allowlist", list, [])),
         }
         row = find_subsystem(s, client)
-        if row is None:
-            add_subsystem(s, actor, client, now=at, **fields)
-            self.count(True)
-        else:
-            self.settle(subsystem_json(row, client), fields,
-                        partial(update_subsystem, s, actor, client, now=at, **fields))
+        self.settle(None if row is None else subsystem_json(row, client), fields,
+                    partial(add_subsystem, s, actor, client, now=at, **fields),
+                    partial(update_subsystem, s, actor, client, now=at, **fields))
 
     def service(self, item: Mapping[str, Any]) -> None:
         s, actor, at = self.session, self.actor, self.at
@@ -219,12 +219,9 @@ class _Import:
             "log_body": _field(item, "log_body", str, "digest"),
         }
         row = find_service(s, service)
-        if row is None:
-            add_service(s, actor, service, now=at, **fields)
-            self.count(True)
-        else:
-            self.settle(service_json(row, service), fields,
-                        partial(update_service, s, actor, service, now=at, **fields))
+        self.settle(None if row is None else service_json(row, service), fields,
+                    partial(add_service, s, actor, service, now=at, **fields),
+                    partial(update_service, s, actor, service, now=at, **fields))
 
     def endpoint(self, item: Mapping[str, Any]) -> None:
         s = self.session
@@ -242,12 +239,10 @@ class _Import:
         description = _field(item, "description", str, "")
         self.want("groups", code)
         row = find_group(s, code)
-        if row is None:
-            add_group(s, actor, code, description, now=at)
-            self.count(True)
-        else:
-            self.settle({"description": row.description}, {"description": description},
-                        partial(update_group, s, actor, code, description, now=at))
+        self.settle(None if row is None else {"description": row.description},
+                    {"description": description},
+                    partial(add_group, s, actor, code, description, now=at),
+                    partial(update_group, s, actor, code, description, now=at))
 
     def group_member(self, item: Mapping[str, Any]) -> None:
         s = self.session

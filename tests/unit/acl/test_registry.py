@@ -209,6 +209,24 @@ def test_consents_store_only_the_keyed_hash(session: Session) -> None:
                          valid_until=T0)
 
 
+def test_consents_on_record_keep_their_client_and_service(session: Session) -> None:
+    populate(session)
+    r.add_member(session, "a", "JP-DEV/COM/SOLO")  # a member without subsystems
+    for client in (CONSUMER, "JP-DEV/COM/SOLO"):
+        made = r.record_consent(session, "a", KEY, "citizen", client, SERVICE, "care", now=T0)
+        r.revoke_consent(session, "a", made["id"], now=T0 + timedelta(days=1))
+    version = r.registry_version(session)
+    for remove, what, count in [(r.remove_service, SERVICE, 2),
+                                (r.remove_subsystem, CONSUMER, 1),
+                                (r.remove_member, "JP-DEV/COM/SOLO", 1)]:
+        with pytest.raises(r.RegistryError, match=rf"has {count} consent\(s\) \(0 unrevoked\), "
+                                                  "and consents stay on record") as info:
+            remove(session, "a", what)
+        assert info.value.code == "InUse"
+    assert r.registry_version(session) == version
+    assert len(r.list_consents(session)) == 2
+
+
 def test_revoke_consents_of_a_subject(session: Session) -> None:
     populate(session)
     r.add_member(session, "a", "JP-DEV/COM/OTTA2")
