@@ -34,6 +34,7 @@ from secserver.routing.context import (
     peer_certificate_der,
     read_request_body,
     remote_address,
+    send_body,
 )
 from secserver.routing.directory import ServerEntry
 from secserver.routing.errors import (
@@ -220,19 +221,10 @@ async def _answer(request: web.Request, node: ExchangeNode, exchange: ExchangeRe
     await node.append_log(trace.record(
         "response", at=now, body=response.body, status=response.status,
         signed_document=response_document, signature=response_signature))
-    out = web.StreamResponse(status=response.status)
-    for name, value in h.end_to_end(response.headers):
-        out.headers.add(name, value)
-    out.headers[h.X_CLIENT] = str(exchange.client)
-    out.headers[h.X_SERVICE] = str(exchange.service)
-    out.headers[h.X_ID] = message_id
-    out.headers[h.X_REQUEST_HASH] = request_hash(document)
-    out.content_length = response.body.size
-    await out.prepare(request)
-    async for chunk in response.body.chunks():
-        await out.write(chunk)
-    await out.write_eof()
-    return out
+    headers = [*h.end_to_end(response.headers), (h.X_CLIENT, str(exchange.client)),
+               (h.X_SERVICE, str(exchange.service)), (h.X_ID, message_id),
+               (h.X_REQUEST_HASH, request_hash(document))]
+    return await send_body(request, response.status, headers, response.body)
 
 
 async def _log_failure(node: ExchangeNode, trace: Trace, error: SecServerError, *,

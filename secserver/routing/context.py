@@ -157,3 +157,23 @@ class Trace:
             duration_ms=round((time.monotonic() - self.started) * 1000, 3)
             if direction == "response" else None,
         )
+
+
+async def send_body(request: web.Request, status: int, headers: list[tuple[str, str]],
+                    body: SpooledBody) -> web.StreamResponse:
+    """Answer with ``headers`` (kept in order, repeats kept) and ``body``: in one write when
+    the body is in memory, streamed from its spool file otherwise."""
+    if body.in_memory:
+        response = web.Response(status=status, body=body.read_all())
+        for name, value in headers:
+            response.headers.add(name, value)
+        return response
+    out = web.StreamResponse(status=status)
+    for name, value in headers:
+        out.headers.add(name, value)
+    out.content_length = body.size
+    await out.prepare(request)
+    async for chunk in body.chunks():
+        await out.write(chunk)
+    await out.write_eof()
+    return out

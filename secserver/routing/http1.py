@@ -26,6 +26,7 @@ from secserver.routing.errors import ExchangeError
 HEAD_LIMIT = 64 * 1024
 READ_CHUNK = 256 * 1024
 MAX_INTERIM = 8
+SMALL_BODY = 64 * 1024
 
 
 class Broken(Exception):
@@ -227,10 +228,14 @@ async def exchange(connection: Connection, method: str, target: str, host_header
             head.append(f"{name}: {value}")
         writer = connection.writer
         # header values are as received: UTF-8 (invalid bytes kept as surrogate escapes)
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
-        async for chunk in body.chunks():
-            writer.write(chunk)
-            await writer.drain()
+        head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+        if body.in_memory and body.size <= SMALL_BODY:
+            writer.write(head_bytes + body.read_all())  # one send, one TLS record
+        else:
+            writer.write(head_bytes)
+            async for chunk in body.chunks():
+                writer.write(chunk)
+                await writer.drain()
         await writer.drain()
         for _ in range(MAX_INTERIM):
             try:

@@ -34,6 +34,7 @@ from secserver.routing.context import (
     check_request_head,
     peer_certificate_der,
     read_request_body,
+    send_body,
 )
 from secserver.routing.directory import ServerEntry
 from secserver.routing.errors import (
@@ -192,18 +193,10 @@ async def _answer(request: web.Request, node: ExchangeNode, signed: SignedDocume
         "response", at=now, body=response.body, status=response.status,
         signed_document=response_document, signature=response_signature,
         body_policy=log_body))
-    out = web.StreamResponse(status=response.status)
-    for name, value in response_headers:
-        out.headers.add(name, value)
-    out.headers[h.X_REQUEST_HASH] = request_hash(document)
-    out.headers[h.X_SIGNED_DOCUMENT] = base64.b64encode(response_document).decode("ascii")
-    out.headers[h.X_SIGNATURE] = base64.b64encode(response_signature).decode("ascii")
-    out.content_length = response.body.size
-    await out.prepare(request)
-    async for chunk in response.body.chunks():
-        await out.write(chunk)
-    await out.write_eof()
-    return out
+    headers = [*response_headers, (h.X_REQUEST_HASH, request_hash(document)),
+               (h.X_SIGNED_DOCUMENT, base64.b64encode(response_document).decode("ascii")),
+               (h.X_SIGNATURE, base64.b64encode(response_signature).decode("ascii"))]
+    return await send_body(request, response.status, headers, response.body)
 
 
 async def _log_failure(node: ExchangeNode, trace: Trace, error: SecServerError,
