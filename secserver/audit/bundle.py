@@ -156,9 +156,20 @@ def _signer_cert(cms_der: bytes) -> bytes | None:
     return certs[0] if certs else None
 
 
+def _no_timestamp(checkpoint: int, record: int, tsa_url: str) -> str:
+    what = f"checkpoint {checkpoint} (covering record {record}) has no timestamp"
+    if not tsa_url:
+        return (f"{what}: no TSA is configured ([tsa] url is empty), so the node does not "
+                "timestamp its checkpoints; set [tsa] url to an RFC 3161 TSA and restart "
+                "the node (it then timestamps every waiting checkpoint), then export again")
+    return (f"{what} yet: the TSA at {tsa_url} has not answered; the running node "
+            "timestamps it as soon as the TSA answers; try again later")
+
+
 def build_bundle(node: str, message_id: str, items: list[Anchored], *, ca_pem: bytes,
-                 body_key: bytes | None, created_at: datetime) -> bytes:
-    """The bundle (zip bytes) for the chosen request/response records."""
+                 body_key: bytes | None, created_at: datetime, tsa_url: str) -> bytes:
+    """The bundle (zip bytes) for the chosen request/response records. ``tsa_url`` is
+    the node's ``[tsa] url`` ("" when none), named when a checkpoint has no token."""
     files: dict[str, bytes] = {"certs/ca.crt": ca_pem}
     checkpoint_dirs: dict[int, str] = {}
     proof_records: list[dict[str, Any]] = []
@@ -169,8 +180,7 @@ def build_bundle(node: str, message_id: str, items: list[Anchored], *, ca_pem: b
             raise AuditError(f"record {record.seq} is not yet anchored by a checkpoint; try "
                              "again after the next checkpoint (about a second)")
         if item.token is None:
-            raise AuditError(f"checkpoint {checkpoint.seq} (covering record {record.seq}) has "
-                             "no timestamp yet: the TSA has not answered; try again later")
+            raise AuditError(_no_timestamp(checkpoint.seq, record.seq, tsa_url))
         fields = parse_fields(record.content)
         direction = fields["direction"]
         files[f"{direction}/record.txt"] = record.content

@@ -33,6 +33,7 @@ from secserver.audit.store import (
     archives,
     checkpoint_bounds,
     iter_records,
+    log_connection,
     log_records,
     timestamps,
 )
@@ -45,7 +46,6 @@ from secserver.audit.verify import (
     VerifyReport,
 )
 from secserver.config import NodeConfig
-from secserver.db.engine import make_engine
 from secserver.identifiers import ClientId, ServiceId
 from secserver.signing.cms import verify_detached
 from secserver.signing.pki import server_id_from_certificate
@@ -278,44 +278,40 @@ def verify_range(config: NodeConfig, *, from_seq: int | None = None,
     """Verify one range in this process (``signature_workers=0``: signatures inline)."""
     node = config.node.server_id
     trust = trust_store(config)
-    engine = make_engine(config.database_url)
-    try:
-        with engine.connect() as conn:
-            archived = archives(conn, node)
-            plan = plan_range(conn, node, archived, from_seq, to_seq)
-            tokens = timestamps(conn, node, plan.start, plan.end)
-            total = max(0, _last_seq(conn, node, archived, plan) - plan.start + 1)
-            anchor = read_anchor(anchor_path(config.node.data_dir, node)) \
-                if plan.end is None else None
-            verifier = ChainVerifier(
-                node, start_seq=plan.start, prev_hash=plan.prev_hash,
-                last_checkpoint=plan.last_checkpoint,
-                check_signature=checkpoint_signature_check(trust, node),
-                check_timestamp=timestamp_check(trust), timestamps=tokens,
-                expect_timestamps=bool(config.tsa.url),
-                anchor_seq=anchor.seq if anchor else 0,
-                anchor_hash=anchor.hash if anchor else b"")
-            pool = SignaturePool(verifier, trust, config.trust.ca_files,
-                                 signature_workers) if signatures else None
-            verifier.signature_sink = pool
-            db_start = max(plan.start, archived[-1].last_seq + 1 if archived else 1)
-            done = 0
-            try:
-                for source in (_archive_records(archived, plan, tokens, verifier.add_problem),
-                               iter_records(conn, node, db_start, plan.end)):
-                    for record in source:
-                        verifier.feed(record)
-                        done += 1
-                        if progress is not None and done % 10000 == 0:
-                            progress(done, total)
-            finally:
-                if pool is not None:
-                    pool.finish()
-            if progress is not None:
-                progress(done, total)
-            return verifier.finish()
-    finally:
-        engine.dispose()
+    with log_connection(config.database_url) as conn:
+        archived = archives(conn, node)
+        plan = plan_range(conn, node, archived, from_seq, to_seq)
+        tokens = timestamps(conn, node, plan.start, plan.end)
+        total = max(0, _last_seq(conn, node, archived, plan) - plan.start + 1)
+        anchor = read_anchor(anchor_path(config.node.data_dir, node)) \
+            if plan.end is None else None
+        verifier = ChainVerifier(
+            node, start_seq=plan.start, prev_hash=plan.prev_hash,
+            last_checkpoint=plan.last_checkpoint,
+            check_signature=checkpoint_signature_check(trust, node),
+            check_timestamp=timestamp_check(trust), timestamps=tokens,
+            expect_timestamps=bool(config.tsa.url),
+            anchor_seq=anchor.seq if anchor else 0,
+            anchor_hash=anchor.hash if anchor else b"")
+        pool = SignaturePool(verifier, trust, config.trust.ca_files,
+                             signature_workers) if signatures else None
+        verifier.signature_sink = pool
+        db_start = max(plan.start, archived[-1].last_seq + 1 if archived else 1)
+        done = 0
+        try:
+            for source in (_archive_records(archived, plan, tokens, verifier.add_problem),
+                           iter_records(conn, node, db_start, plan.end)):
+                for record in source:
+                    verifier.feed(record)
+                    done += 1
+                    if progress is not None and done % 10000 == 0:
+                        progress(done, total)
+        finally:
+            if pool is not None:
+                pool.finish()
+        if progress is not None:
+            progress(done, total)
+        return verifier.finish()
 
 
 def _last_seq(conn: Connection, node: str, archived: list[ArchiveEntry],
@@ -388,16 +384,11 @@ def verify_node_log(config: NodeConfig, *, from_seq: int | None = None,
     """
     workers = workers or os.cpu_count() or 1
     node = config.node.server_id
-    engine = make_engine(config.database_url)
-    try:
-        with engine.connect() as conn:
-            archived = archives(conn, node)
-            plan = plan_range(conn, node, archived, from_seq, to_seq)
-            last = _last_seq(conn, node, archived, plan)
-            boundaries = sorted({a.last_seq for a in archived}
-                                | set(checkpoint_bounds(conn, node)))
-    finally:
-        engine.dispose()
+    with log_connection(config.database_url) as conn:
+        archived = archives(conn, node)
+        plan = plan_range(conn, node, archived, from_seq, to_seq)
+        last = _last_seq(conn, node, archived, plan)
+        boundaries = sorted({a.last_seq for a in archived} | set(checkpoint_bounds(conn, node)))
     total = last - plan.start + 1
     if workers < 2 or total < (PARALLEL_MIN_SIGNED if signatures else PARALLEL_MIN_RECORDS):
         return verify_range(config, from_seq=from_seq, to_seq=to_seq, signatures=signatures,

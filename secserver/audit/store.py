@@ -13,6 +13,7 @@ Rows of ``log_records`` are only ever inserted (and deleted by ``audit archive``
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -34,6 +35,7 @@ from sqlalchemy import (
 from secserver.audit.chain import GENESIS
 from secserver.audit.records import parse_fields
 from secserver.db.base import Base
+from secserver.db.engine import make_engine
 
 log_records = Table(
     "log_records", Base.metadata,
@@ -124,6 +126,17 @@ class ChainState:
 
 
 # Reads shared by the writer (through ``AsyncConnection.run_sync``) and the CLI.
+
+@contextlib.contextmanager
+def log_connection(database_url: str) -> Iterator[Connection]:
+    """A connection to the log's database, on an engine of its own that is disposed after."""
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
 
 def archives(conn: Connection, node_id: str) -> list[ArchiveEntry]:
     rows = conn.execute(select(log_archives).where(log_archives.c.node_id == node_id)

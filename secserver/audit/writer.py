@@ -10,7 +10,8 @@ append tries again.
 
 The same task closes a batch with a checkpoint every ``[log] checkpoint_interval`` seconds
 or ``[log] checkpoint_records`` records (never an empty one), signed with the node's log
-key. Task ``log-timestamper`` gets an RFC 3161 token for each checkpoint, oldest first;
+key. Task ``log-timestamper`` gets an RFC 3161 token for each checkpoint, oldest first, over
+one kept-alive connection to the TSA (a dropped one is replaced at once);
 while the TSA is down traffic continues, a ``tsa-failure`` system record is written once,
 and the checkpoints wait. ``check_accepting(now)`` refuses new messages
 (``LogTimestampOverdue``) once the oldest waiting checkpoint is older than
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import structlog
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import text
@@ -60,8 +62,10 @@ from secserver.audit.store import (
 from secserver.config import NodeConfig, read_secret
 from secserver.db.engine import make_async_engine
 from secserver.errors import SecServerError
+from secserver.signing.errors import TimestampUnavailable
 from secserver.signing.keys import load_certificate
 from secserver.signing.merkle import merkle_root
+from secserver.signing.timestamp import TimestampClient
 
 log = structlog.get_logger("secserver.audit")
 
@@ -105,21 +109,23 @@ def default_signer(config: NodeConfig,
     return sign
 
 
-def default_timestamper(config: NodeConfig) -> Timestamper | None:
-    """Ask ``[tsa] url`` (tokens fully verified against ``[trust] ca_files``); ``None``
-    (no timestamps) when no URL is configured."""
+def default_timestamper(config: NodeConfig) -> TimestampClient | None:
+    """A client of ``[tsa] url`` (tokens fully verified against ``[trust] ca_files``) that
+    keeps one connection alive across checkpoints; ``None`` (no timestamps) when no URL is
+    configured. The writer closes it on stop."""
     if not config.tsa.url:
         return None
-    from secserver.signing.timestamp import request_timestamp
     from secserver.signing.trust import TrustStore
 
-    url, timeout = config.tsa.url, config.tsa.timeout
     trust = TrustStore.from_files(config.trust.ca_files) if config.trust.ca_files else None
+    return TimestampClient(config.tsa.url, timeout=config.tsa.timeout, trust=trust)
 
-    async def stamp(data: bytes) -> bytes:
-        return await request_timestamp(url, data, timeout=timeout, trust=trust)
 
-    return stamp
+def _connection_lost(exc: Exception) -> bool:
+    """The TSA could not be reached or dropped the connection (not: it was slow, or it
+    answered with an error): worth one more try on a fresh connection."""
+    return isinstance(exc, TimestampUnavailable) \
+        and isinstance(exc.__cause__, aiohttp.ClientConnectionError)
 
 
 class LogWriter:
@@ -138,6 +144,7 @@ class LogWriter:
         self._own_engine = engine is None
         self._signer = signer
         self._timestamper: Timestamper | None = None
+        self._ts_client: TimestampClient | None = None
         self._timestamper_arg = timestamper
         self._clock = clock
         self._tsa_retry = tsa_retry
@@ -180,7 +187,8 @@ class LogWriter:
         if self._signer is None:
             self._signer = default_signer(self._config, self._clock)
         if self._timestamper_arg is True:
-            self._timestamper = default_timestamper(self._config)
+            self._ts_client = default_timestamper(self._config)
+            self._timestamper = None if self._ts_client is None else self._ts_client.stamp
         elif self._timestamper_arg is not False and self._timestamper_arg is not None:
             self._timestamper = self._timestamper_arg
         raw_key = read_secret(self._config.log.body_key_file, "[log] body_key_file")
@@ -252,6 +260,8 @@ class LogWriter:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._tasks = []
+        if self._ts_client is not None:
+            await self._ts_client.close()
         if self._own_engine and self._engine is not None:
             await self._engine.dispose()
         log.info("log writer stopped", node=self._node, head_seq=self._head_seq)
@@ -516,7 +526,7 @@ class LogWriter:
                 continue
             seq, at, content = self._ts_pending[0]
             try:
-                token = await self._timestamper(content)
+                token = await self._stamp(content)
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                 if not self._tsa_failing:
@@ -547,6 +557,18 @@ class LogWriter:
                 log.info("TSA answers again", node=self._node, url=self._config.tsa.url)
                 self._system("tsa-recovered",
                              f"{self._config.tsa.url}: checkpoints from {at} on timestamped")
+
+    async def _stamp(self, content: bytes) -> bytes:
+        assert self._timestamper is not None
+        try:
+            return await self._timestamper(content)
+        except Exception as exc:
+            if self._ts_client is None or not _connection_lost(exc):
+                raise
+        # The kept-alive connection may be one the TSA dropped (it restarted): forget it
+        # and ask once more on a new connection before calling the TSA unreachable.
+        await self._ts_client.close()
+        return await self._timestamper(content)
 
     async def _poll_admin(self) -> None:
         async with self._admin_lock:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -24,6 +24,9 @@ from secserver.cli.options import (
     load_or_fail,
     print_json,
 )
+
+if TYPE_CHECKING:
+    from secserver.audit.bundle import Anchored
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -161,6 +164,23 @@ def _body_key(config: Any) -> bytes | None:
     return None if raw is None else parse_body_key(raw)
 
 
+def _message_evidence(config: Any, message_id: str, *, chosen: bool) -> list[Anchored]:
+    """The records of one exchange on this node, each with the batch that anchors it:
+    all of them, or (``chosen``) the request and response a bundle holds."""
+    from secserver.audit.bundle import anchor_record, choose_records, message_records
+    from secserver.audit.errors import AuditError
+    from secserver.audit.store import archives, log_connection
+
+    node = config.node.server_id
+    with log_connection(config.database_url) as conn:
+        archived = archives(conn, node)
+        records = message_records(conn, node, message_id, archived)
+        if not records:
+            raise AuditError(f"no log record of message {message_id!r} on node {node}")
+        return [anchor_record(conn, node, r, archived)
+                for r in (choose_records(records) if chosen else records)]
+
+
 @audit.command("show")
 @config_option
 @click.option("--id", "message_id", required=True, help="The message id (X-Road-Id).")
@@ -169,40 +189,29 @@ def _body_key(config: Any) -> bytes | None:
 @database_errors
 def show(config_path: Path, message_id: str, as_json: bool) -> None:
     """Show the log records of one exchange (request and response)."""
-    from secserver.audit.bundle import anchor_record, message_records, plain_body
+    from secserver.audit.bundle import plain_body
     from secserver.audit.errors import AuditError
     from secserver.audit.records import parse_fields
-    from secserver.audit.store import archives
-    from secserver.db.engine import make_engine
 
     config = load_or_fail(config_path)
     node = config.node.server_id
     key = _body_key(config)
-    engine = make_engine(config.database_url)
-    try:
-        with engine.connect() as conn:
-            archived = archives(conn, node)
-            records = message_records(conn, node, message_id, archived)
-            if not records:
-                raise AuditError(f"no log record of message {message_id!r} on node {node}")
-            out: list[dict[str, Any]] = []
-            for record in records:
-                anchored = anchor_record(conn, node, record, archived)
-                body_note: str | None = None
-                try:
-                    body = plain_body(record, node, key)
-                except AuditError as exc:
-                    body, body_note = None, exc.message
-                out.append({
-                    "seq": record.seq, "hash": record.hash.hex(),
-                    "fields": parse_fields(record.content),
-                    "checkpoint": anchored.checkpoint.seq if anchored.checkpoint else None,
-                    "timestamped": anchored.token is not None,
-                    "body": None if body is None else body.decode("utf-8", "replace"),
-                    "body_note": body_note,
-                })
-    finally:
-        engine.dispose()
+    out: list[dict[str, Any]] = []
+    for anchored in _message_evidence(config, message_id, chosen=False):
+        record = anchored.record
+        body_note: str | None = None
+        try:
+            body = plain_body(record, node, key)
+        except AuditError as exc:
+            body, body_note = None, exc.message
+        out.append({
+            "seq": record.seq, "hash": record.hash.hex(),
+            "fields": parse_fields(record.content),
+            "checkpoint": anchored.checkpoint.seq if anchored.checkpoint else None,
+            "timestamped": anchored.token is not None,
+            "body": None if body is None else body.decode("utf-8", "replace"),
+            "body_note": body_note,
+        })
     if as_json:
         print_json({"message_id": message_id, "node": node, "records": out})
         return
@@ -230,33 +239,17 @@ def show(config_path: Path, message_id: str, as_json: bool) -> None:
 def export(config_path: Path, message_id: str, out_path: Path) -> None:
     """Write the evidence bundle of one exchange (records, signatures, audit paths,
     checkpoint, timestamp, certificates) for offline checking."""
-    from secserver.audit.bundle import (
-        anchor_record,
-        build_bundle,
-        choose_records,
-        message_records,
-    )
+    from secserver.audit.bundle import build_bundle
     from secserver.audit.errors import AuditError
-    from secserver.audit.store import archives
-    from secserver.db.engine import make_engine
 
     config = load_or_fail(config_path)
-    node = config.node.server_id
     if not config.trust.ca_files:
         raise AuditError("no CA certificate to include: set [trust] ca_files")
     ca_pem = b"".join(path.read_bytes() for path in config.trust.ca_files)
-    engine = make_engine(config.database_url)
-    try:
-        with engine.connect() as conn:
-            archived = archives(conn, node)
-            records = message_records(conn, node, message_id, archived)
-            if not records:
-                raise AuditError(f"no log record of message {message_id!r} on node {node}")
-            items = [anchor_record(conn, node, r, archived) for r in choose_records(records)]
-    finally:
-        engine.dispose()
-    data = build_bundle(node, message_id, items, ca_pem=ca_pem, body_key=_body_key(config),
-                        created_at=datetime.now(UTC))
+    items = _message_evidence(config, message_id, chosen=True)
+    data = build_bundle(config.node.server_id, message_id, items, ca_pem=ca_pem,
+                        body_key=_body_key(config), created_at=datetime.now(UTC),
+                        tsa_url=config.tsa.url)
     out_path.write_bytes(data)
     click.echo(f"wrote {out_path} ({len(data)} bytes, records "
                f"{', '.join(str(i.record.seq) for i in items)})")

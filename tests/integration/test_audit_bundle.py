@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "audit"))
 
-from audit_support import node_config, write_sample_log
+from audit_support import node_config, run_secserver, write_sample_log
 from pki_fixtures import dev_pki, start_tsa  # noqa: F401
 
 from secserver.config import NodeConfig
@@ -32,11 +32,6 @@ def doc_blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", section, re.S)
 
 
-def secserver(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "secserver", *args], capture_output=True,
-                          text=True, timeout=120, cwd=cwd)
-
-
 @pytest.fixture
 def logged(migrated_url: str, tmp_path: Path,
            dev_pki: DevPki) -> NodeConfig:  # noqa: F811
@@ -51,7 +46,7 @@ def logged(migrated_url: str, tmp_path: Path,
 
 def export(config: NodeConfig, tmp_path: Path, message_id: str) -> tuple[Path, Path]:
     bundle = tmp_path / f"{message_id}.zip"
-    done = secserver("audit", "export", "--config", str(config.path), "--id", message_id,
+    done = run_secserver("audit", "export", "--config", str(config.path), "--id", message_id,
                      "--out", str(bundle))
     assert done.returncode == 0, done.stderr
     folder = tmp_path / message_id
@@ -87,7 +82,7 @@ def test_bundle_layout_and_offline_checks(logged: NodeConfig, tmp_path: Path,
     # encrypted in the log, plain in the bundle
     assert (folder / "request/body.bin").read_bytes().startswith(b'{"tag": 4')
 
-    done = secserver("audit", "verify-bundle", str(bundle), "--ca", str(dev_pki.ca_cert),
+    done = run_secserver("audit", "verify-bundle", str(bundle), "--ca", str(dev_pki.ca_cert),
                      "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
@@ -125,7 +120,7 @@ def test_tampered_bundle_fails_every_way(logged: NodeConfig, tmp_path: Path,
             if item.filename == "request/record.txt":
                 data = data.replace(b"status: 200", b"status: 500")
             out.writestr(item, data)
-    done = secserver("audit", "verify-bundle", str(tampered), "--ca", str(dev_pki.ca_cert),
+    done = run_secserver("audit", "verify-bundle", str(tampered), "--ca", str(dev_pki.ca_cert),
                      "--json")
     assert done.returncode == 1
     problems = json.loads(done.stdout)["problems"]
@@ -136,15 +131,15 @@ def test_tampered_bundle_fails_every_way(logged: NodeConfig, tmp_path: Path,
 def test_export_from_an_archive(logged: NodeConfig, tmp_path: Path,
                                 dev_pki: DevPki) -> None:  # noqa: F811
     tomorrow = "2100-01-01"
-    done = secserver("audit", "archive", "--config", str(logged.path), "--before", tomorrow,
+    done = run_secserver("audit", "archive", "--config", str(logged.path), "--before", tomorrow,
                      "--out", str(tmp_path / "archive"), "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["first_seq"] == 1
     bundle, _folder = export(logged, tmp_path, "m-1")
-    checked = secserver("audit", "verify-bundle", str(bundle), "--ca", str(dev_pki.ca_cert))
+    checked = run_secserver("audit", "verify-bundle", str(bundle), "--ca", str(dev_pki.ca_cert))
     assert checked.returncode == 0, checked.stdout
     assert "bundle of message m-1 from JP-DEV/GOV/TOYONO/SS1: verified" in checked.stdout
-    shown = secserver("audit", "show", "--config", str(logged.path), "--id", "m-1", "--json")
+    shown = run_secserver("audit", "show", "--config", str(logged.path), "--id", "m-1", "--json")
     assert len(json.loads(shown.stdout)["records"]) == 2
 
 
@@ -162,7 +157,7 @@ def test_a_token_moved_to_another_checkpoint(logged: NodeConfig) -> None:
                           "WHERE checkpoint_seq = :b) WHERE checkpoint_seq = :a"),
                      {"a": first, "b": second})
     engine.dispose()
-    done = secserver("audit", "verify", "--config", str(logged.path), "--json")
+    done = run_secserver("audit", "verify", "--config", str(logged.path), "--json")
     assert done.returncode == 1
     [problem] = json.loads(done.stdout)["problems"]
     assert problem["message"].startswith(f"checkpoint {first} timestamp invalid: ")

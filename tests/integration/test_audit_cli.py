@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -13,31 +12,26 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "audit"))
 
-from audit_support import node_config, write_sample_log
+from audit_support import (  # noqa: F401 (pki_fixture: the pki fixture)
+    logged_node,
+    node_config,
+    pki_fixture,
+    run_secserver,
+)
 
 from secserver.config import NodeConfig
-from secserver.signing.pki import init_dev_pki
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("pki")
-    init_dev_pki(directory)
-    return directory
-
-
 @pytest.fixture
 def config(migrated_url: str, tmp_path: Path, pki: Path) -> NodeConfig:
-    cfg = node_config(tmp_path / "node", migrated_url, pki, checkpoint_records=4)
-    asyncio.run(write_sample_log(cfg, pki, exchanges=6))
-    return cfg
+    return logged_node(tmp_path / "node", migrated_url, pki, exchanges=6,
+                       checkpoint_records=4)
 
 
 def audit(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "secserver", "audit", *args],
-                          capture_output=True, text=True, timeout=120)
+    return run_secserver("audit", *args)
 
 
 def test_show(config: NodeConfig) -> None:
@@ -66,11 +60,14 @@ def test_verify_ranges_and_usage(config: NodeConfig) -> None:
     assert bad.returncode == 2 and "--to must not be smaller than --from" in bad.stderr
 
 
-def test_export_needs_a_timestamp(config: NodeConfig, tmp_path: Path) -> None:
+def test_export_without_a_tsa(config: NodeConfig, tmp_path: Path) -> None:
     done = audit("export", "--config", str(config.path), "--id", "m-1", "--out",
                  str(tmp_path / "b.zip"))
     assert done.returncode == 1
-    assert "has no timestamp yet" in done.stderr
+    assert "checkpoint" in done.stderr and "has no timestamp: no TSA is configured " \
+        "([tsa] url is empty)" in done.stderr
+    assert "set [tsa] url" in done.stderr and "not answered" not in done.stderr
+    assert not (tmp_path / "b.zip").exists()
 
 
 def test_archive_command(config: NodeConfig, tmp_path: Path) -> None:
@@ -91,3 +88,13 @@ def test_database_not_upgraded(tmp_path: Path, pki: Path) -> None:
     assert done.returncode == 1
     assert "cannot read the log from the database" in done.stderr
     assert "secserver db upgrade" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_export_while_the_tsa_does_not_answer(migrated_url: str, tmp_path: Path,
+                                              pki: Path) -> None:
+    silent = "http://127.0.0.1:9/"  # nothing listens on the discard port
+    config = logged_node(tmp_path / "node", migrated_url, pki, exchanges=1, tsa_url=silent)
+    done = audit("export", "--config", str(config.path), "--id", "m-0", "--out",
+                 str(tmp_path / "b.zip"))
+    assert done.returncode == 1
+    assert f"has no timestamp yet: the TSA at {silent} has not answered" in done.stderr

@@ -1,20 +1,23 @@
 """The TSA goes away during traffic and comes back (a real `secserver tsa serve` process):
 no message is lost, waiting checkpoints are timestamped later, and past the grace period
-the node refuses new messages with a coded error and says why in health."""
+the node refuses new messages with a coded error and says why in health. The writer asks
+the TSA over one kept-alive connection, and a new one after the TSA restarts."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "audit"))
 
-from audit_support import MemberSigners, node_config, sample_message
+from audit_support import MemberSigners, node_config, sample_message, wait_for
 from pki_fixtures import dev_pki, start_tsa  # noqa: F401
 
 from secserver.audit.checks import verify_node_log
@@ -22,18 +25,12 @@ from secserver.audit.errors import LogTimestampOverdue
 from secserver.audit.writer import LogWriter
 from secserver.db.engine import make_engine
 from secserver.signing.pki import DevPki
+from secserver.signing.timestamp import REPLY_TYPE
+from secserver.signing.tsa import DevTsa
 
 pytestmark = pytest.mark.integration
 
 GRACE = 600.0
-
-
-async def wait_for(condition: object, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():  # type: ignore[operator]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_tsa_down_then_back(migrated_url: str, tmp_path: Path,
@@ -106,3 +103,72 @@ async def test_tsa_down_then_back(migrated_url: str, tmp_path: Path,
     assert report.warnings == ()
     assert report.timestamps == checkpoints
     assert report.message_signatures == len(stored)
+
+
+class CountingTsa:
+    """The development TSA served over HTTP in this process; notes each request's peer
+    port (one port = one connection)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.tsa = DevTsa.from_directory(directory)
+        self.peers: list[int] = []
+        self.runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.peers.append(request.transport.get_extra_info("peername")[1])  # type: ignore[union-attr]
+        return web.Response(body=self.tsa.respond(await request.read(), datetime.now(UTC)),
+                            content_type=REPLY_TYPE)
+
+    async def start(self, port: int = 0) -> int:
+        app = web.Application()
+        app.router.add_post("/", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        return int(self.runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+async def test_one_connection_then_a_new_one_after_a_restart(
+        migrated_url: str, tmp_path: Path, dev_pki: DevPki) -> None:  # noqa: F811
+    shutil.copytree(dev_pki.directory, tmp_path / "pki")
+    tsa = CountingTsa(tmp_path / "pki")
+    port = await tsa.start()
+    config = node_config(tmp_path / "node", migrated_url, dev_pki.directory,
+                         tsa_url=f"http://127.0.0.1:{port}/", checkpoint_interval=0.1)
+    signers = MemberSigners(dev_pki.directory)
+    writer = LogWriter(config, tsa_retry=0.2)
+
+    async def log_and_stamp(numbers: range) -> None:
+        for n in numbers:
+            seq = await writer.append(sample_message(signers, n))
+            await wait_for(lambda: writer.health()["last_checkpoint_seq"] > seq  # noqa: B023
+                           and writer.health()["untimestamped_checkpoints"] == 0)
+
+    try:
+        await writer.start()
+        await log_and_stamp(range(4))
+        assert len(tsa.peers) >= 4 and len(set(tsa.peers)) == 1  # one kept-alive connection
+        await tsa.stop()  # closes the connection the writer keeps
+        assert await tsa.start(port) == port
+        await log_and_stamp(range(4, 8))
+        health = writer.health()
+        assert health["status"] == "ok" and health["tsa"] == "ok"
+        await writer.stop()
+    finally:
+        await tsa.stop()
+    assert len(set(tsa.peers)) == 2  # one more connection after the restart, then kept
+
+    report = verify_node_log(config)
+    assert report.ok, report.problems
+    assert report.timestamps == report.checkpoints
+    engine = make_engine(migrated_url)
+    with engine.connect() as conn:
+        events = [bytes(c) for c in conn.execute(text(
+            "SELECT content FROM log_records WHERE kind = 'system'")).scalars()]
+    engine.dispose()
+    assert not any(b"event: tsa-failure" in e for e in events)  # the restart went unnoticed

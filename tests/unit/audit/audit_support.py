@@ -1,11 +1,24 @@
-"""Helpers for the log tests: a node configuration over a development PKI."""
+"""Helpers for the log tests (unit and integration): a development PKI, a node
+configuration over it, a log written by a real writer, SQL reads, the CLI as a process.
+
+The ``pki`` fixture is imported under its function name (``pki_fixture``), so a test's
+``pki`` argument does not shadow the import."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+from sqlalchemy import text
+
 from secserver.config import NodeConfig, load_config
+from secserver.db.engine import make_engine
+from secserver.signing.pki import init_dev_pki
 
 NODE = "JP-DEV/GOV/TOYONO/SS1"
 NODE_DIR = "GOV.TOYONO.SS1"
@@ -46,8 +59,49 @@ grace_period = {grace_period}
     return path
 
 
+@pytest.fixture(scope="session", name="pki")
+def pki_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory of a development PKI (``secserver pki init-dev`` layout)."""
+    return init_dev_pki(tmp_path_factory.mktemp("pki")).directory
+
+
 def node_config(directory: Path, database_url: str, pki: Path, **options: object) -> NodeConfig:
     return load_config(write_node_config(directory, database_url, pki, **options))  # type: ignore[arg-type]
+
+
+def logged_node(directory: Path, database_url: str, pki: Path, *, exchanges: int,
+                policy: str = "store", **options: object) -> NodeConfig:
+    """A node configuration (``options`` as ``write_node_config``) whose log holds
+    ``exchanges`` request/response pairs, written by a started and stopped writer."""
+    config = node_config(directory, database_url, pki, **options)
+    asyncio.run(write_sample_log(config, pki, exchanges=exchanges, policy=policy))
+    return config
+
+
+def db_rows(url: str, sql: str, **params: object) -> list[tuple[Any, ...]]:
+    """Run one SQL statement (committed) and return its rows."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(sql), params)
+            return [tuple(r) for r in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll ``condition`` every 20 ms; fail the test when ``timeout`` passes first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def run_secserver(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m secserver ARGS`` as a process; output captured as text."""
+    return subprocess.run([sys.executable, "-m", "secserver", *args], capture_output=True,
+                          text=True, timeout=120, cwd=cwd)
 
 
 CLIENT = "JP-DEV/GOV/TOYONO/ELDERCARE"
@@ -99,8 +153,6 @@ def sample_message(signers: MemberSigners, number: int, direction: str = "reques
 async def write_sample_log(config: NodeConfig, pki: Path, exchanges: int = 10,
                            policy: str = "store", **writer_options: Any) -> None:
     """Start a writer, log ``exchanges`` request/response pairs concurrently, stop."""
-    import asyncio
-
     from secserver.audit.writer import LogWriter
 
     signers = MemberSigners(pki)

@@ -3,44 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-from sqlalchemy import text
-
 sys.path.insert(0, str(Path(__file__).parent))
 
-from audit_support import node_config, write_sample_log
+from audit_support import (  # noqa: F401 (pki_fixture: the pki fixture)
+    db_rows,
+    logged_node,
+    pki_fixture,
+    run_secserver,
+    write_sample_log,
+)
 
 from secserver.audit.archive import archive_before, read_archive
 from secserver.audit.checks import verify_node_log
-from secserver.db.engine import make_engine
-from secserver.signing.pki import init_dev_pki
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("pki")
-    init_dev_pki(directory)
-    return directory
 
 
 def count(url: str) -> int:
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(text("SELECT count(*) FROM log_records")).scalar() or 0)
-    finally:
-        engine.dispose()
+    return int(db_rows(url, "SELECT count(*) FROM log_records")[0][0])
 
 
 def test_archive_then_continue_then_verify(migrated_url: str, tmp_path: Path,
                                            pki: Path) -> None:
-    config = node_config(tmp_path / "node", migrated_url, pki, checkpoint_records=5)
-    asyncio.run(write_sample_log(config, pki, exchanges=8))
+    config = logged_node(tmp_path / "node", migrated_url, pki, exchanges=8,
+                         checkpoint_records=5)
     before = count(migrated_url)
     out = tmp_path / "archive"
     tomorrow = datetime.now(UTC) + timedelta(days=1)
@@ -67,8 +55,7 @@ def test_archive_then_continue_then_verify(migrated_url: str, tmp_path: Path,
     data = bytearray(result.path.read_bytes())
     data[-10] ^= 1
     result.path.write_bytes(bytes(data))
-    done = subprocess.run([sys.executable, "-m", "secserver", "audit", "verify", "--config",
-                           str(config.path)], capture_output=True, text=True, timeout=120)
+    done = run_secserver("audit", "verify", "--config", str(config.path))
     assert done.returncode == 1
     assert f"PROBLEM: archive {result.path} was changed after it was written" in done.stdout
     result.path.unlink()
@@ -77,8 +64,7 @@ def test_archive_then_continue_then_verify(migrated_url: str, tmp_path: Path,
 
 
 def test_nothing_to_archive(migrated_url: str, tmp_path: Path, pki: Path) -> None:
-    config = node_config(tmp_path / "node", migrated_url, pki)
-    asyncio.run(write_sample_log(config, pki, exchanges=2))
+    config = logged_node(tmp_path / "node", migrated_url, pki, exchanges=2)
     yesterday = datetime.now(UTC) - timedelta(days=1)
     assert archive_before(migrated_url, config.node.server_id, yesterday, tmp_path / "a",
                           now=datetime.now(UTC)) is None

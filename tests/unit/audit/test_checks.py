@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from audit_support import node_config, write_sample_log
+from audit_support import db_rows, logged_node, pki_fixture  # noqa: F401 (the pki fixture)
 
 from secserver.audit import checks
 from secserver.audit.checks import merge_reports, split_ranges, verify_node_log
 from secserver.audit.verify import Problem, VerifyReport
-from secserver.db.engine import make_engine
-from secserver.signing.pki import init_dev_pki
 
 
 def test_split_ranges_end_on_checkpoints() -> None:
@@ -45,18 +41,11 @@ def test_merge_reports() -> None:
     assert merged.ok and merged.warnings == (waiting,)
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("pki")
-    init_dev_pki(directory)
-    return directory
-
-
 def test_parallel_ranges_find_what_one_process_finds(migrated_url: str, tmp_path: Path,
                                                      pki: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    config = node_config(tmp_path / "node", migrated_url, pki, checkpoint_records=8)
-    asyncio.run(write_sample_log(config, pki, exchanges=30))
+    config = logged_node(tmp_path / "node", migrated_url, pki, exchanges=30,
+                         checkpoint_records=8)
     single = verify_node_log(config, workers=1)
     monkeypatch.setattr(checks, "PARALLEL_MIN_RECORDS", 10)
     monkeypatch.setattr(checks, "PARALLEL_MIN_SIGNED", 10)
@@ -73,10 +62,7 @@ def test_parallel_ranges_find_what_one_process_finds(migrated_url: str, tmp_path
     assert (parallel.records, parallel.messages, parallel.message_signatures) == \
         (single.records, single.messages, single.message_signatures)
     assert single.messages == single.message_signatures == 60
-    engine = make_engine(migrated_url)
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM log_records WHERE seq = 50"))
-    engine.dispose()
+    db_rows(migrated_url, "DELETE FROM log_records WHERE seq = 50")
     single, parallel = verify_node_log(config, workers=1), verify_node_log(config, workers=2)
     assert [p.message for p in parallel.problems] == [p.message for p in single.problems] == [
         "records missing between 49 and 51 (record 50)"]

@@ -9,51 +9,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from audit_support import MemberSigners, node_config, sample_message
+from audit_support import (  # noqa: F401 (pki_fixture: the pki fixture)
+    MemberSigners,
+    db_rows,
+    node_config,
+    pki_fixture,
+    sample_message,
+    wait_for,
+)
 
 from secserver.audit.checks import verify_node_log
 from secserver.audit.errors import LoggingFailed
 from secserver.audit.records import parse_fields
 from secserver.audit.writer import LogWriter
-from secserver.db.engine import make_async_engine, make_engine
-from secserver.signing.pki import init_dev_pki
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("pki")
-    init_dev_pki(directory)
-    return directory
-
-
-def rows(url: str, sql: str, **params: object) -> list[tuple[object, ...]]:
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            return [tuple(r) for r in conn.execute(text(sql), params)]
-    finally:
-        engine.dispose()
-
-
-def execute(url: str, sql: str, **params: object) -> None:
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text(sql), params)
-    finally:
-        engine.dispose()
-
-
-async def wait_for(condition: object, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():  # type: ignore[operator]
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
+from secserver.db.engine import make_async_engine
 
 
 async def test_concurrent_appends_share_commits(migrated_url: str, tmp_path: Path,
@@ -73,11 +46,11 @@ async def test_concurrent_appends_share_commits(migrated_url: str, tmp_path: Pat
     await engine.dispose()
     assert sorted(seqs) == list(range(2, 302))  # seq 1 is the start record
     assert during <= 300 // 10, f"{during} commits for 300 concurrent records"
-    stored = rows(migrated_url, "SELECT seq, message_id FROM log_records WHERE kind = 'message' "
+    stored = db_rows(migrated_url, "SELECT seq, message_id FROM log_records WHERE kind = 'message' "
                                 "ORDER BY seq")
-    assert [(int(s), m) for s, m in stored] == [  # type: ignore[call-overload]
+    assert [(int(s), m) for s, m in stored] == [
         (seq, r.message_id) for seq, r in sorted(zip(seqs, records, strict=True))]
-    last = rows(migrated_url, "SELECT kind FROM log_records ORDER BY seq DESC LIMIT 2")
+    last = db_rows(migrated_url, "SELECT kind FROM log_records ORDER BY seq DESC LIMIT 2")
     assert [k for (k,) in last] == ["checkpoint", "system"]  # stop record, final checkpoint
     assert verify_node_log(config).ok
 
@@ -88,7 +61,7 @@ async def test_fails_closed_then_recovers(migrated_url: str, tmp_path: Path, pki
     await writer.start()
     signers = MemberSigners(pki)
     await writer.append(sample_message(signers, 1))
-    execute(migrated_url, "ALTER TABLE log_records RENAME TO log_records_away")
+    db_rows(migrated_url, "ALTER TABLE log_records RENAME TO log_records_away")
     try:
         with pytest.raises(LoggingFailed) as failed:
             await writer.append(sample_message(signers, 2))
@@ -97,7 +70,7 @@ async def test_fails_closed_then_recovers(migrated_url: str, tmp_path: Path, pki
         assert health["status"] == "failing"
         assert "cannot commit log records" in health["reason"]
     finally:
-        execute(migrated_url, "ALTER TABLE log_records_away RENAME TO log_records")
+        db_rows(migrated_url, "ALTER TABLE log_records_away RENAME TO log_records")
     seq = await writer.append(sample_message(signers, 3))
     assert writer.health()["status"] == "ok"
     await writer.stop()
@@ -117,7 +90,7 @@ async def test_encrypt_policy_needs_a_key(migrated_url: str, tmp_path: Path, pki
 
 
 def add_admin_event(url: str, number: int) -> None:
-    execute(url, "INSERT INTO admin_events (at, actor, action, object, before, after) "
+    db_rows(url, "INSERT INTO admin_events (at, actor, action, object, before, after) "
                  "VALUES (:at, 'alice', 'acl.grant', :object, NULL, :after)",
             at=datetime.now(UTC), object=f"right {number}", after=f'{{"n": {number}}}')
 
@@ -138,7 +111,7 @@ async def test_admin_events_chained_in_order_across_restarts(migrated_url: str, 
     await writer.start()
     await wait_for(lambda: writer.health()["last_admin_event_id"] == 5, timeout=2.0)
     await writer.stop()
-    contents = [parse_fields(bytes(c)) for (c,) in rows(  # type: ignore[call-overload]
+    contents = [parse_fields(bytes(c)) for (c,) in db_rows(
         migrated_url, "SELECT content FROM log_records WHERE kind = 'admin' ORDER BY seq")]
     assert [int(f["event-id"]) for f in contents] == [1, 2, 3, 4, 5]
     assert contents[4]["object"] == "right 5" and contents[4]["after"] == '{"n": 5}'
@@ -199,7 +172,7 @@ async def test_a_new_log_key_is_recorded(migrated_url: str, tmp_path: Path, pki:
     await writer.start()
     await writer.append(sample_message(MemberSigners(pki), 2))
     await writer.stop()
-    events = [parse_fields(bytes(c)) for (c,) in rows(  # type: ignore[call-overload]
+    events = [parse_fields(bytes(c)) for (c,) in db_rows(
         migrated_url, "SELECT content FROM log_records WHERE kind = 'system' ORDER BY seq")]
     assert [e["event"] for e in events] == ["start", "stop", "start", "key-change", "stop"]
     assert events[3]["detail"].startswith("log certificate sha256 ")
