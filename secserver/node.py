@@ -41,6 +41,7 @@ from secserver.routing import consumer, provider
 from secserver.routing.backend import BackendClient
 from secserver.routing.context import NODE_KEY, ExchangeNode
 from secserver.routing.directory import Directory, certificate_sha256, load_directory
+from secserver.routing.headers import ANY_IP_LITERAL
 from secserver.routing.middleware import SIDE_KEY, error_middleware, use_coded_errors
 from secserver.routing.peer import PeerPool
 from secserver.routing.replay import ReplayGuard
@@ -83,7 +84,8 @@ def allowed_hosts(listen_host: str, extra: tuple[str, ...] = ()) -> frozenset[st
     """Host header values a listener answers to (never used for routing)."""
     names = {listen_host.lower(), *LOOPBACK_NAMES, *(e.lower() for e in extra)}
     if listen_host in ("0.0.0.0", "::", ""):  # noqa: S104
-        names.update({socket.gethostname().lower(), socket.getfqdn().lower()})
+        names.update({socket.gethostname().lower(), socket.getfqdn().lower(),
+                      ANY_IP_LITERAL})
     return frozenset(names)
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 
@@ -98,6 +99,9 @@ def signed_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str],
     return tuple(sorted(end_to_end(headers), key=lambda pair: pair[0]))
 
 
+ANY_IP_LITERAL = "*ip-literal*"  # in ``allowed``: accept any IP address (wildcard binds)
+
+
 def check_host(host: str | None, allowed: frozenset[str]) -> None:
     """Refuse a missing or foreign ``Host`` (the port, if any, is ignored)."""
     if host is None:
@@ -107,6 +111,12 @@ def check_host(host: str | None, allowed: frozenset[str]) -> None:
         name = name[1:].partition("]")[0]
     elif name.count(":") == 1:
         name = name.partition(":")[0]
+    if ANY_IP_LITERAL in allowed:
+        try:
+            ipaddress.ip_address(name)
+            return
+        except ValueError:
+            pass
     if name not in allowed:
         raise InvalidRequest("the Host header names a host this node does not serve; "
                              "requests are never routed by Host", detail=host[:80])

@@ -41,3 +41,11 @@ def test_foreign_hosts(host: str | None) -> None:
 def test_origin_form_only(target: str) -> None:
     with pytest.raises(InvalidRequest):
         h.check_origin_form(target)
+
+
+def test_wildcard_listeners_accept_ip_literals_but_not_foreign_names() -> None:
+    allowed = frozenset({"localhost", h.ANY_IP_LITERAL})
+    h.check_host("10.0.0.5:8080", allowed)
+    h.check_host("[fe80::1]:80", allowed)
+    with pytest.raises(InvalidRequest):
+        h.check_host("evil.example", allowed)
