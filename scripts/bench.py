@@ -116,6 +116,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="also measure the exchange as of these git revisions, or from "
                              "these directories holding a secserver package (comma "
                              "separated), side by side with the working tree")
+    parser.add_argument("--rewarm", type=float, default=None,
+                        help="seconds of unmeasured load just before each measured run, so "
+                             "connection pools that idled out while other targets ran are "
+                             "refilled (default 1, --quick 0)")
     parser.add_argument("--max-requests", type=int, default=500_000,
                         help="upper bound of requests per run (default 500000)")
     parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto",
@@ -137,6 +141,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.duration = 2.0 if args.quick else 10.0
     if args.repetitions is None:
         args.repetitions = 1 if args.quick else 3
+    if args.rewarm is None:
+        args.rewarm = 0.0 if args.quick else 1.0
     try:
         args.size_list = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     except ValueError as exc:
@@ -232,15 +238,19 @@ def environment(layout: CpuLayout, load_tool: str, loop: str) -> dict[str, objec
     }
 
 
+def run_load(spec: LoadSpec, load_tool: str, layout: CpuLayout) -> LoadResult:
+    prefix = layout.prefix(layout.load_cpus)
+    return run_wrk(spec, prefix) if load_tool == "wrk" else run_python_load(spec, prefix)
+
+
 def measure(target: Target, spec: LoadSpec, load_tool: str, layout: CpuLayout) -> tuple[
         LoadResult, dict[str, int], dict[str, float]]:
     """One load run: the result, peak RSS (KiB) and CPU ms per request of each process."""
     for child in target.processes.values():
         reset_peak_rss(child.process.pid)
-    prefix = layout.prefix(layout.load_cpus)
     cpu_before = {name: cpu_seconds(child.process.pid)
                   for name, child in target.processes.items()}
-    result = run_wrk(spec, prefix) if load_tool == "wrk" else run_python_load(spec, prefix)
+    result = run_load(spec, load_tool, layout)
     cpu = cpu_per_request({name: cpu_seconds(child.process.pid) - cpu_before[name]
                            for name, child in target.processes.items()}, result.requests)
     rss = {name: peak_rss_kib(child.process.pid) for name, child in target.processes.items()}
@@ -336,6 +346,9 @@ def run_benchmark(args: argparse.Namespace, procs: Processes, stack: contextlib.
         for concurrency, size in plan:
             shift = repetition % len(measured)
             for target in measured[shift:] + measured[:shift]:  # rotate the order
+                if args.rewarm > 0:  # pools may have idled out while others ran
+                    run_load(LoadSpec(target.url, size, concurrency, args.rewarm,
+                                      args.max_requests, target.headers), load_tool, layout)
                 spec = LoadSpec(target.url, size, concurrency, args.duration,
                                 args.max_requests, target.headers)
                 result, rss, cpu = measure(target, spec, load_tool, layout)
@@ -381,7 +394,7 @@ def run_benchmark(args: argparse.Namespace, procs: Processes, stack: contextlib.
                     "concurrency": args.concurrency, "low_concurrency": args.low_concurrency,
                     "sizes": args.size_list, "databases": args.db_list,
                     "max_requests": args.max_requests, "load_generator": load_tool,
-                    "revisions": args.revision_list,
+                    "revisions": args.revision_list, "rewarm_s": args.rewarm,
                     "command": " ".join(sys.argv)}
         document = result_document(environment(layout, load_tool, args.loop), settings, runs,
                                    summaries, comparisons, notes)
