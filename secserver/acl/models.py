@@ -6,7 +6,9 @@ The schema is created by the Alembic migration ``0001_registry``; never by ``cre
   registered on this node (those its information systems may speak for); ``auth`` says how
   such an IS proves it may speak for the subsystem (``tls``: pinned client certificate,
   ``allowlist``: source addresses, ``none``).
-* ``services`` (of a provider subsystem) and their REST ``endpoints``.
+* ``services`` (of a provider subsystem) and their REST ``endpoints``. ``version_key``
+  is the version or '' so that the unique identity holds for unversioned services too
+  (migration ``0005_services_unique``).
 * ``local_groups`` and ``group_members`` (subsystems).
 * ``rights``: exactly one subject (subsystem, whole member or group), an object (service,
   or one endpoint of it). ``identity_key`` spells subject and object in one non-null
@@ -29,6 +31,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -72,9 +75,18 @@ class Subsystem(Base):
     allowlist: Mapped[str] = mapped_column(Text, nullable=False, default="[]")
 
 
+def _version_key_default(context: DefaultExecutionContext) -> str:
+    version = context.get_current_parameters().get("version")  # type: ignore[no-untyped-call]
+    return "" if version is None else str(version)
+
+
 class Service(Base):
     __tablename__ = "services"
     __table_args__ = (
+        Index("uq_services_identity", "subsystem_id", "code", "version_key", unique=True),
+        # Only on PostgreSQL (SQLite cannot add a CHECK to an existing table; the default
+        # below is what fills the key there).
+        CheckConstraint("version_key = COALESCE(version, '')", name="version_key"),
         CheckConstraint("log_body IN ('digest', 'store', 'encrypt')", name="log_body"),
         CheckConstraint("timeout > 0", name="timeout"),
     )
@@ -84,6 +96,8 @@ class Service(Base):
                                               index=True)
     code: Mapped[str] = mapped_column(String(64), nullable=False)
     version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    version_key: Mapped[str] = mapped_column(String(64), nullable=False,
+                                             default=_version_key_default)
     backend_url: Mapped[str] = mapped_column(Text, nullable=False, default="")
     timeout: Mapped[float] = mapped_column(Float, nullable=False, default=30.0)
     requires_consent: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)

@@ -47,8 +47,7 @@ def add_group(session: Session, actor: str, code: str, description: str = "", *,
         if find_group(session, code) is not None:
             raise exists(f"local group {code!r} already exists")
         row = m.LocalGroup(code=code, description=description)
-        session.add(row)
-        session.flush()
+        insert(session, row, f"local group {code!r} was created")
         after = group_json(session, row)
         record_event(session, actor, at, "group.add", code, None, after)
         return after

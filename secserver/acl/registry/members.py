@@ -13,6 +13,7 @@ from secserver.acl.registry.changes import (
     RegistryError,
     exists,
     in_use,
+    insert,
     record_event,
     transaction,
     utc,
@@ -41,8 +42,7 @@ def add_member(session: Session, actor: str, member: ClientId | str, name: str =
             raise exists(f"member {client} is already registered")
         row = m.Member(instance=client.instance, member_class=client.member_class,
                        member_code=client.member_code, name=name)
-        session.add(row)
-        session.flush()
+        insert(session, row, f"member {client} was registered")
         after = member_json(row)
         record_event(session, actor, at, "member.add", str(client), None, after)
         return after

@@ -15,6 +15,7 @@ from secserver.acl.registry.changes import (
     RegistryError,
     exists,
     in_use,
+    insert,
     record_event,
     transaction,
     utc,
@@ -62,8 +63,7 @@ def add_service(session: Session, actor: str, service: ServiceId | str, *, backe
         row = m.Service(subsystem_id=provider.id, code=service_id.code,
                         version=service_id.version, backend_url=backend_url, timeout=timeout,
                         requires_consent=requires_consent, log_body=log_body)
-        session.add(row)
-        session.flush()
+        insert(session, row, f"service {service_id} was registered")
         after = service_json(row, service_id)
         record_event(session, actor, at, "service.add", str(service_id), None, after)
         return after
@@ -151,8 +151,7 @@ def add_endpoint(session: Session, actor: str, service: ServiceId | str, method:
         if find_endpoint(session, row, verb, pattern) is not None:
             raise exists(f"endpoint {verb} {pattern} of service {service_id} already exists")
         endpoint = m.Endpoint(service_id=row.id, method=verb, path=pattern)
-        session.add(endpoint)
-        session.flush()
+        insert(session, endpoint, f"endpoint {verb} {pattern} of service {service_id} was added")
         after = endpoint_json(endpoint, service_id)
         record_event(session, actor, at, "endpoint.add", f"{service_id} {verb} {pattern}",
                      None, after)

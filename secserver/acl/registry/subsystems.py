@@ -18,6 +18,7 @@ from secserver.acl.registry.changes import (
     RegistryError,
     exists,
     in_use,
+    insert,
     record_event,
     transaction,
     utc,
@@ -87,8 +88,7 @@ def add_subsystem(session: Session, actor: str, subsystem: ClientId | str, *,
         fingerprint, networks = _check_fields(client, local, auth, tls_cert_sha256, allowlist)
         row = m.Subsystem(member_id=member.id, code=client.subsystem, local=local, auth=auth,
                           tls_cert_sha256=fingerprint, allowlist=json.dumps(networks))
-        session.add(row)
-        session.flush()
+        insert(session, row, f"subsystem {client} was registered")
         after = subsystem_json(row, client)
         record_event(session, actor, at, "subsystem.add", str(client), None, after)
         return after

@@ -356,6 +356,23 @@ def test_concurrent_group_member_adds_leave_one_membership(session: Session,
     assert [e.actor for e in added] == ["racer"]
 
 
+def test_a_service_added_twice_at_once_is_registered_once(session: Session,
+                                                          migrated_url: str) -> None:
+    populate(session)
+    extra = f"{PROVIDER}/extra"  # unversioned: version is NULL, version_key ''
+    before_inserting(session, m.Service, migrated_url, lambda other: r.add_service(
+        other, "racer", extra, backend_url="http://127.0.0.1:1/"))
+    with pytest.raises(r.RegistryError, match=f"service {extra} was registered by a "
+                                              "concurrent change") as info:
+        r.add_service(session, "a", extra, backend_url="http://127.0.0.1:2/")
+    assert info.value.code == "AlreadyExists"
+    assert [x["backend_url"] for x in r.list_services(session) if x["id"] == extra] == \
+        ["http://127.0.0.1:1/"]
+    with pytest.raises(r.RegistryError, match="already registered"):  # run it again
+        r.add_service(session, "a", extra, backend_url="http://127.0.0.1:2/")
+    r.add_service(session, "a", f"{extra}/v2", backend_url="http://127.0.0.1:2/")
+
+
 def test_a_lost_grant_race_rolls_an_import_back(session: Session, migrated_url: str) -> None:
     populate(session)
     document = r.export_registry(session)
