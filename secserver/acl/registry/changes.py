@@ -42,11 +42,11 @@ def in_use(message: str) -> RegistryError:
     return RegistryError(message, code="InUse", http_status=409)
 
 
-def choices(names: Sequence[str], what: str, limit: int = 20) -> str:
+def choices(names: Sequence[str | int], what: str, limit: int = 20) -> str:
     """``registered WHAT: a, b, c`` (sorted, at most ``limit``) or ``no WHAT are registered``."""
     if not names:
         return f"no {what} are registered"
-    shown = ", ".join(sorted(names)[:limit])
+    shown = ", ".join(str(n) for n in sorted(names)[:limit])
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
     return f"registered {what}: {shown}{more}"
 

@@ -112,7 +112,7 @@ def revoke_consent(session: Session, actor: str, consent_id: int, *,
             ids = list(session.execute(select(m.Consent.id).where(
                 m.Consent.revoked_at.is_(None)).order_by(m.Consent.id).limit(20)).scalars())
             raise unknown(f"consent {consent_id} does not exist; "
-                          f"{choices([str(i) for i in ids], 'unrevoked consents')}")
+                          f"{choices(ids, 'unrevoked consents')}")
         before = consents_json(session, [row])[0]
         if row.revoked_at is not None:
             raise RegistryError(f"consent {consent_id} was already revoked at "

@@ -170,8 +170,7 @@ def show_right(session: Session, right_id: int) -> Json:
     """One right by id."""
     row = session.get(m.Right, right_id)
     if row is None:
-        ids = [str(i) for i in session.execute(select(m.Right.id).order_by(m.Right.id)
-                                               .limit(20)).scalars()]
+        ids = list(session.execute(select(m.Right.id).order_by(m.Right.id).limit(20)).scalars())
         raise unknown(f"right {right_id} does not exist; {choices(ids, 'right ids')}")
     return rights_json(session, [row])[0]
 

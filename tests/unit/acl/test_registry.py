@@ -100,6 +100,14 @@ def test_unknown_objects_name_what_exists(session: Session) -> None:
         r.add_member(session, "bob", "JP-DEV/GOV/TOYONO")
 
 
+def test_choices_list_ids_in_numeric_order() -> None:
+    from secserver.acl.registry.changes import choices
+
+    assert choices([2, 10, 1], "right ids") == "registered right ids: 1, 2, 10"
+    assert choices(["b", "a"], "groups", limit=1) == "registered groups: a and 1 more"
+    assert choices([], "groups") == "no groups are registered"
+
+
 def test_invalid_values_are_refused(session: Session) -> None:
     populate(session)
     with pytest.raises(r.RegistryError, match="auth 'tls' needs tls_cert_sha256"):
