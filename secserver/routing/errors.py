@@ -120,11 +120,6 @@ class MissingSignature(ExchangeError):
     http_status = 400
 
 
-class InvalidSignatureValue(ExchangeError):
-    code = "InvalidSignatureValue"
-    http_status = 403
-
-
 class InvalidMessage(ExchangeError):
     """The message between security servers does not match its signed document."""
 
