@@ -77,8 +77,19 @@ def connection_tokens(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
     return frozenset(tokens)
 
 
+def _alias(lower: str, drop: frozenset[str]) -> bool:
+    """An underscore spelling (``x_road_client``) of a dropped or X-Road header: CGI and
+    WSGI servers map ``_`` and ``-`` to one variable (``HTTP_X_ROAD_CLIENT``), so a service
+    could take it for the header the provider sets."""
+    if "_" not in lower:
+        return False
+    dashed = lower.replace("_", "-")
+    return dashed in drop or dashed.startswith("x-road-")
+
+
 def end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The headers a proxy passes on: hop-by-hop, proxy-set and X-Road fields removed.
+    """The headers a proxy passes on: hop-by-hop, proxy-set and X-Road fields removed,
+    and underscore spellings of those and of any ``X-Road-*`` name.
 
     Names are lower-cased; order is kept. ``X-Road-UserId``, ``X-Road-Issue`` and
     ``X-Road-Data-Subject`` stay (they travel signed to the provider).
@@ -88,7 +99,7 @@ def end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for name, value in pairs:
         lower = name.lower()
-        if lower in drop:
+        if lower in drop or _alias(lower, drop):
             continue
         out.append((lower, value))
     return out

@@ -178,6 +178,20 @@ def test_slow_body_gets_408(exchange: Exchange) -> None:
     assert answer.code == "Client.RequestTimeout"
 
 
+@pytest.mark.parametrize("name", ["X_Road_Client", "x_road_client", "X-Road_Client",
+                                  "X_Road_UserId", "Content_Length"])
+def test_underscore_spellings_cannot_pose_as_x_road_headers(exchange: Exchange,
+                                                           name: str) -> None:
+    # CGI and WSGI servers map "_" and "-" to the same variable (HTTP_X_ROAD_CLIENT):
+    # an alias that reached the service could pass for the client the provider vouches for
+    answer = exchange.call("GET", exchange.rest_target(ECHO),
+                           headers={name: "JP-DEV/GOV/TOYONO/SPOOFED"})
+    assert answer.status == 200, answer.body
+    seen = json.loads(answer.body)["headers"]
+    assert seen["x-road-client"] == str(CLIENT)
+    assert not [k for k in seen if "_" in k], seen
+
+
 def test_garbage_request_line_gets_coded_error(exchange: Exchange) -> None:
     answer = raw(exchange.consumer_port, b"\x16\x03\x01 not http at all\r\n\r\n")
     assert answer.status == 400

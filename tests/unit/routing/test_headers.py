@@ -18,6 +18,13 @@ def test_end_to_end_drops_hop_by_hop_named_and_transport_headers() -> None:
                                                       "x-road-userid"]
 
 
+def test_end_to_end_drops_underscore_aliases_of_dropped_and_x_road_headers() -> None:
+    pairs = [("X_Road_Client", "spoof"), ("x-road_id", "1"), ("X_Road_UserId", "u"),
+             ("Content_Length", "9"), ("Connection", "x-private"), ("X_Private", "p"),
+             ("X_Custom", "kept"), ("X-Road-UserId", "real")]
+    assert h.end_to_end(pairs) == [("x_custom", "kept"), ("x-road-userid", "real")]
+
+
 def test_single() -> None:
     assert h.single([("A", "1")], "a") == "1"
     assert h.single({"B": "2"}, "a") is None
