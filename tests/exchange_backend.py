@@ -10,7 +10,8 @@
 * ``POST /soap``: a SOAP response echoing the request's X-Road header; ``/soap-noecho``
   answers without the header;
 * on port G, anything that connects gets bytes that are not HTTP, then a close; except
-  ``/no-content-type``: a valid response without ``Content-Type``, delimited by the close.
+  ``/no-content-type``: a valid response without ``Content-Type``, delimited by the close;
+  and ``/desync``: a valid response followed at once by a second, unasked-for one.
 """
 
 from __future__ import annotations
@@ -82,6 +83,15 @@ async def soap(request: web.Request) -> web.Response:
 
 async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     head = await reader.read(1024)
+    if head.split(b" ", 2)[1:2] == [b"/desync"]:
+        # a response followed by a second one nobody asked for, on a kept-alive connection
+        answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+        writer.write(answer % (5, b"first") + answer % (6, b"POISON"))
+        await writer.drain()
+        await reader.read(1024)  # the next request, if the client sends one
+        await asyncio.sleep(1)
+        writer.close()
+        return
     if head.split(b" ", 2)[1:2] == [b"/no-content-type"]:
         # valid HTTP, but no Content-Type and a close-delimited body
         writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nplain bytes")

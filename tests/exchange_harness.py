@@ -63,6 +63,7 @@ GARBAGE = ServiceId(OTTA_TAGS, "garbage")                    # backend answers n
 BYTES = ServiceId(OTTA_TAGS, "bytes")                        # GET /{n}: n bytes
 STATUS = ServiceId(OTTA_TAGS, "status")                      # ANY /{code}: that status
 NO_CONTENT_TYPE = ServiceId(OTTA_TAGS, "no-content-type")    # body without Content-Type
+DESYNC = ServiceId(OTTA_TAGS, "desync")                      # answers twice to one request
 SOAP_ECHO = ServiceId(OTTA_TAGS, "soap-echo")                # SOAP, header echoed
 SOAP_NO_ECHO = ServiceId(OTTA_TAGS, "soap-no-echo")          # SOAP, header not echoed
 UNREGISTERED = ServiceId(OTTA_TAGS, "unregistered")          # not on the provider
@@ -181,6 +182,7 @@ def register_test_services(exchange: Exchange, now: datetime) -> None:
             (STATUS, f"{backend}/status", 10.0, False),
             (NO_CONTENT_TYPE, f"http://{HOST}:{exchange.garbage_port}/no-content-type", 10.0,
              False),
+            (DESYNC, f"http://{HOST}:{exchange.garbage_port}/desync", 10.0, False),
             (SOAP_ECHO, f"{backend}/soap", 10.0, False),
             (SOAP_NO_ECHO, f"{backend}/soap-noecho", 10.0, False),
         ]

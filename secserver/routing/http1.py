@@ -81,6 +81,12 @@ class Connection:
             self.writer.transport.abort()
 
 
+def surplus(reader: asyncio.StreamReader) -> bool:
+    """Whether the peer sent bytes beyond its response (an answer to nothing): such a
+    connection must not carry another request, which would take them for its answer."""
+    return bool(getattr(reader, "_buffer", b""))
+
+
 def parse_head(head: bytes) -> tuple[int, list[tuple[str, str]], bool]:
     """Status, headers and whether the connection may be kept, from a response head."""
     lines = head.decode("utf-8", "surrogateescape").split("\r\n")
@@ -171,7 +177,7 @@ class ConnectionPool:
         while idle:
             connection = idle.pop()
             if now - connection.last_used < self._idle_timeout \
-                    and not connection.reader.at_eof():
+                    and not connection.reader.at_eof() and not surplus(connection.reader):
                 return connection
             connection.close()
         return None
@@ -257,7 +263,8 @@ async def exchange(connection: Connection, method: str, target: str, host_header
             source, max_bytes=limits.max_bytes, threshold=limits.spool_threshold,
             spool_dir=limits.spool_dir, deadline_s=None, too_large=failures.too_large,
             what=f"response of {failures.what}")
-        return Response(status, response_headers, response_body), keep and not ends_connection
+        reusable = keep and not ends_connection and not surplus(connection.reader)
+        return Response(status, response_headers, response_body), reusable
     except (ConnectionResetError, BrokenPipeError) as exc:
         raise StaleConnection from exc
     except (Broken, asyncio.LimitOverrunError, asyncio.IncompleteReadError, ValueError,

@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from exchange_harness import (
     CLIENT,
+    DESYNC,
     DOWN,
     ECHO,
     GARBAGE,
@@ -70,6 +71,15 @@ def test_backend_garbage(exchange: Exchange) -> None:
     answer = exchange.call("GET", exchange.rest_target(GARBAGE))
     assert answer.status == 502
     assert answer.header("X-Road-Error") == "Server.ServerProxy.ServiceFailed.InvalidResponse"
+
+
+def test_unasked_for_backend_bytes_never_answer_the_next_request(exchange: Exchange) -> None:
+    # the service sends a second response after the first; a connection kept with those
+    # bytes would hand them, signed, to whoever calls next
+    for _ in range(3):
+        answer = exchange.call("GET", exchange.rest_target(DESYNC))
+        assert answer.status == 200, answer.body
+        assert answer.body == b"first"
 
 
 def test_backend_error_status_is_a_signed_answer_not_a_failure(exchange: Exchange) -> None:

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from secserver.routing.http1 import Broken, body_source, parse_head
+from secserver.routing.http1 import Broken, body_source, parse_head, surplus
 
 
 def test_parse_head() -> None:
@@ -57,3 +57,13 @@ async def test_framings() -> None:
 async def test_bad_framings(data: bytes, headers: list[tuple[str, str]]) -> None:
     with pytest.raises((Broken, asyncio.IncompleteReadError)):
         await read(data, headers)
+
+
+async def test_surplus_bytes_after_a_response() -> None:
+    reader = asyncio.StreamReader()
+    reader.feed_data(b"hello")
+    source, _ = body_source(reader, [("content-length", "5")], "GET", 200)
+    assert b"".join([c async for c in source]) == b"hello"
+    assert not surplus(reader)
+    reader.feed_data(b"HTTP/1.1 200 OK")
+    assert surplus(reader)
