@@ -114,8 +114,15 @@ def check_request_head(request: web.BaseRequest, allowed_hosts: frozenset[str]) 
     if len(hosts) > 1:
         raise InvalidRequest("the request has more than one Host header")
     h.check_host(hosts[0] if hosts else None, allowed_hosts)
-    if "Transfer-Encoding" in request.headers and "Content-Length" in request.headers:
+    encodings = request.headers.getall("Transfer-Encoding", [])
+    if encodings and "Content-Length" in request.headers:
         raise InvalidRequest("the request has both Content-Length and Transfer-Encoding")
+    if encodings and (request.version < (1, 1)
+                      or [e.strip().lower() for e in encodings] != ["chunked"]):
+        # HTTP/1.0 has no chunked framing; any other coding list is read differently by
+        # different parsers (aiohttp takes "identity, chunked" as chunked)
+        raise InvalidRequest("Transfer-Encoding must be exactly 'chunked', and only in "
+                             "HTTP/1.1", detail=", ".join(encodings)[:80])
     if len(request.headers.getall("Content-Length", [])) > 1:
         raise InvalidRequest("the request has more than one Content-Length header")
 

@@ -112,6 +112,27 @@ def test_two_content_lengths_are_refused(exchange: Exchange) -> None:
     assert answer.code == "Client.InvalidRequest"
 
 
+@pytest.mark.parametrize("framing", [b"Transfer-Encoding: identity, chunked",
+                                     b"Transfer-Encoding: chunked;q=1",
+                                     b"Transfer-Encoding: gzip, chunked"])
+def test_transfer_codings_other_than_chunked_are_refused(exchange: Exchange,
+                                                         framing: bytes) -> None:
+    answer = raw(exchange.consumer_port,
+                 head(exchange, exchange.rest_target(ECHO), method="POST") + framing
+                 + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    assert answer.status == 400, answer.body
+    assert answer.code == "Client.InvalidRequest"
+
+
+def test_transfer_encoding_in_http_1_0_is_refused(exchange: Exchange) -> None:
+    request = head(exchange, exchange.rest_target(ECHO), method="POST").replace(
+        b"HTTP/1.1", b"HTTP/1.0", 1)
+    answer = raw(exchange.consumer_port, request + b"Transfer-Encoding: chunked\r\n\r\n"
+                 b"5\r\nhello\r\n0\r\n\r\n")
+    assert answer.status == 400, answer.body
+    assert answer.code == "Client.InvalidRequest"
+
+
 def test_too_many_headers_are_refused(exchange: Exchange) -> None:
     extra = "".join(f"X-Filler-{i}: {i}\r\n" for i in range(60))
     answer = raw(exchange.consumer_port,
