@@ -118,10 +118,16 @@ def check_host(host: str | None, allowed: frozenset[str]) -> None:
     if host is None:
         raise InvalidRequest("the request has no Host header")
     name = host.strip().lower()
+    port = ""
     if name.startswith("["):
-        name = name[1:].partition("]")[0]
+        name, _, port = name[1:].partition("]")
     elif name.count(":") == 1:
-        name = name.partition(":")[0]
+        name, port = name.split(":")
+        port = ":" + port
+    if port and not (port[0] == ":" and port[1:].isascii()
+                     and (port[1:].isdigit() or not port[1:])):
+        raise InvalidRequest("the Host header is not a host name with an optional port",
+                             detail=host[:80])
     if ANY_IP_LITERAL in allowed:
         try:
             ipaddress.ip_address(name)

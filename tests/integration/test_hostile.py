@@ -133,6 +133,15 @@ def test_transfer_encoding_in_http_1_0_is_refused(exchange: Exchange) -> None:
     assert answer.code == "Client.InvalidRequest"
 
 
+@pytest.mark.parametrize("host", ["localhost:80@evil.example", "[::1]evil.example",
+                                  "127.0.0.1:8o"])
+def test_host_with_trailing_garbage_is_refused(exchange: Exchange, host: str) -> None:
+    answer = raw(exchange.consumer_port,
+                 head(exchange, exchange.rest_target(ECHO), host=host) + b"\r\n")
+    assert answer.status == 400, answer.body
+    assert answer.code == "Client.InvalidRequest"
+
+
 def test_too_many_headers_are_refused(exchange: Exchange) -> None:
     extra = "".join(f"X-Filler-{i}: {i}\r\n" for i in range(60))
     answer = raw(exchange.consumer_port,

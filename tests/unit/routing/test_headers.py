@@ -38,7 +38,9 @@ def test_allowed_hosts(host: str) -> None:
     h.check_host(host, frozenset({"localhost", "127.0.0.1", "::1"}))
 
 
-@pytest.mark.parametrize("host", [None, "evil.example", "evil.example:80", "127.0.0.2"])
+@pytest.mark.parametrize("host", [None, "evil.example", "evil.example:80", "127.0.0.2",
+                                  "localhost:80@evil.example", "[::1]evil.example",
+                                  "localhost:8o", "[::1]:٨٠"])
 def test_foreign_hosts(host: str | None) -> None:
     with pytest.raises(InvalidRequest):
         h.check_host(host, frozenset({"localhost", "127.0.0.1"}))
