@@ -109,6 +109,8 @@ class _CodedRequestHandler(RequestHandler):
                                    "ambiguous framing, or beyond the header limits)",
                                    detail=str(reason)[:200], http_status=status)
         code = qualified_code(error, side)
+        if status < 500:
+            log.info("exchange refused", code=code, reason=error.message, detail=error.detail)
         body = json.dumps({"type": code, "message": error.message, "detail": error.detail})
         response = web.Response(status=error.http_status, text=body,
                                 content_type="application/json", headers={h.X_ERROR: code})

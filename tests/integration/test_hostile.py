@@ -142,6 +142,15 @@ def test_host_with_trailing_garbage_is_refused(exchange: Exchange, host: str) ->
     assert answer.code == "Client.InvalidRequest"
 
 
+def test_framing_refusals_are_logged_with_their_code(exchange: Exchange) -> None:
+    raw(exchange.consumer_port, head(exchange, exchange.rest_target(ECHO), method="POST")
+        + b"Content-Length: 3\r\nContent-Length: 5\r\n\r\nabcde")
+    time.sleep(0.3)
+    refused = [line for line in exchange.node_log(exchange.consumer).splitlines()
+               if "exchange refused" in line and "Content-Length" in line]
+    assert refused and "code=Client.InvalidRequest" in refused[-1], refused
+
+
 def test_too_many_headers_are_refused(exchange: Exchange) -> None:
     extra = "".join(f"X-Filler-{i}: {i}\r\n" for i in range(60))
     answer = raw(exchange.consumer_port,
