@@ -41,10 +41,11 @@ from secserver.routing import consumer, provider
 from secserver.routing.backend import BackendClient
 from secserver.routing.context import NODE_KEY, ExchangeNode
 from secserver.routing.directory import Directory, certificate_sha256, load_directory
+from secserver.routing.documents import replay_retention
 from secserver.routing.headers import ANY_IP_LITERAL
 from secserver.routing.middleware import SIDE_KEY, error_middleware, use_coded_errors
 from secserver.routing.peer import PeerPool
-from secserver.routing.replay import ReplayGuard
+from secserver.routing.replay import REPLAY_WINDOW, ReplayGuard
 from secserver.signing.keys import load_certificates
 from secserver.signing.signer import Signer
 from secserver.signing.trust import TrustStore
@@ -165,7 +166,9 @@ class Node:
             await asyncio.to_thread(migrate.upgrade, replay_url)
             replay_engine = make_async_engine(replay_url)
             self._closers.append(replay_engine.dispose)
-        replay = ReplayGuard(replay_engine)
+        # ids outlive the accepted signing age by the allowed clock skew (no replay of a
+        # request signed ahead of this node's clock once its id was pruned)
+        replay = ReplayGuard(replay_engine, window=replay_retention(REPLAY_WINDOW))
         await replay.start()
         peers = PeerPool(peer_tls_context(server_cert, server_key, password, cas),
                          idle_timeout=max(1.0, config.limits.header_timeout / 2))

@@ -70,6 +70,13 @@ def response_document(request: SignedDocument, request_bytes: bytes, status: int
                                      "not valid UTF-8") from exc
 
 
+def replay_retention(window: float) -> float:
+    """How long (seconds after receipt) a message id must be remembered when requests are
+    accepted up to ``window`` seconds after their signing time: one signed up to
+    ``MAX_CLOCK_SKEW`` ahead of this node's clock stays acceptable that much longer."""
+    return window + MAX_CLOCK_SKEW.total_seconds()
+
+
 def _parse(data: bytes, error: type[ExchangeError]) -> SignedDocument:
     try:
         return SignedDocument.from_bytes(data)

@@ -56,6 +56,21 @@ def test_check_request_window_and_garbage() -> None:
         documents.check_request(b"garbage\n", request(), body, NOW, 600)
 
 
+@pytest.mark.parametrize("ahead", [0, 30, 59])
+def test_ids_are_remembered_as_long_as_a_request_is_accepted(ahead: int) -> None:
+    # a request signed up to 60 s ahead of the provider's clock (allowed skew) stays
+    # acceptable 600 s after its signing time: its id must be remembered that long after
+    # it was received, or it can be replayed once the replay store pruned it
+    received = NOW
+    body = SpooledBody.from_bytes(b"")
+    data = documents.request_document(request(), "m1", body,
+                                      received + timedelta(seconds=ahead))
+    documents.check_request(data, request(), body, received, 600)
+    forgotten = received + timedelta(seconds=documents.replay_retention(600) + 1)
+    with pytest.raises(InvalidMessage, match="window"):
+        documents.check_request(data, request(), body, forgotten, 600)
+
+
 def test_control_characters_in_headers_are_the_callers_fault() -> None:
     with pytest.raises(InvalidRequest):
         documents.request_document(request(("X-Note", "a\x85b")), "m1",
