@@ -228,10 +228,13 @@ def check_response(data: bytes, request: ExchangeRequest, limits: XmlLimits) -> 
     except MissingHeaderField as exc:
         raise InconsistentHeader("the response does not echo the request's X-Road header "
                                  f"({exc.message})") from exc
-    if (header.client, header.service, header.message_id) != (
-            request.client, request.service, request.message_id):
-        raise InconsistentHeader("the response's X-Road header does not echo the request's "
-                                 "client, service and id")
+    for field, echoed, sent in (("client", header.client, request.client),
+                                ("service", header.service, request.service),
+                                ("id", header.message_id, request.message_id),
+                                ("userId", header.user_id, request.user_id)):
+        if echoed != sent:  # X-Road's consistency check: these four must be echoed
+            raise InconsistentHeader(f"the response's X-Road header does not echo the "
+                                     f"request's {field}")
     return False
 
 

@@ -110,6 +110,16 @@ def test_response_must_echo_the_header() -> None:
     assert check_response(fault, request, LIMITS) is True
 
 
+@pytest.mark.parametrize("user_id", [None, "someone-else"])
+def test_response_must_echo_the_user_id(user_id: str | None) -> None:
+    # X-Road checks client, service, id and userId of the echo (absent only if absent)
+    request = parse_soap_request(envelope(), "text/xml", [], LIMITS)
+    other = render_envelope(SoapHeader(CLIENT, SERVICE, "id-1", "4.0", user_id=user_id),
+                            "<r/>")
+    with pytest.raises(InconsistentHeader, match="userId"):
+        check_response(other, request, LIMITS)
+
+
 def test_fault_layout_and_escaping() -> None:
     fault = render_fault("Client.InvalidXml", "a < b & c", "d > e")
     root = etree.fromstring(fault)
