@@ -69,7 +69,9 @@ async def status(request: web.Request) -> web.Response:
 
 async def soap(request: web.Request) -> web.Response:
     data = await request.read()
-    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    # the charset of Content-Type wins over the XML declaration (RFC 7303), as in X-Road
+    parser = etree.XMLParser(resolve_entities=False, no_network=True,
+                             encoding=request.charset)
     envelope = etree.fromstring(data, parser=parser)
     header = envelope.find(f"{{{SOAP_ENV}}}Header")
     header_xml = etree.tostring(header).decode() \

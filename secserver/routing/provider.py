@@ -168,9 +168,9 @@ def _check_soap_response(node: ExchangeNode, exchange: ExchangeRequest,
                          response: BackendResponse) -> None:
     content_type = next((v for k, v in response.headers if k == "content-type"), None)
     try:
-        check_content_type(content_type)
         check_response(response.body.read_all(), exchange,
-                       XmlLimits(node.limits.xml_max_depth, node.limits.xml_max_elements))
+                       XmlLimits(node.limits.xml_max_depth, node.limits.xml_max_elements),
+                       check_content_type(content_type))
     except InconsistentHeader as exc:
         raise InconsistentResponse(exc.message) from exc
     except SecServerError as exc:

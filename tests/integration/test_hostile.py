@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 from exchange_harness import CLIENT, ECHO, LIMITED, SOAP_ECHO, Exchange, running_exchange
+from lxml import etree
 
-from secserver.routing.soap import SOAP_ENV, SoapHeader, render_envelope
+from secserver.routing.soap import SOAP_ENV, XROAD, SoapHeader, render_envelope
 
 pytestmark = pytest.mark.integration
 
@@ -327,6 +328,23 @@ def test_soap_structure_errors(exchange: Exchange, document: bytes, content_type
                                code: str) -> None:
     answer = soap_post(exchange, document, content_type)
     assert answer.code == code, answer.body
+
+
+def test_soap_charset_of_content_type_decides(exchange: Exchange) -> None:
+    # RFC 7303 and X-Road: the charset parameter wins over the XML declaration, and the
+    # service reads it that way, so the node must read the header the same way
+    latin1 = render_envelope(SoapHeader(CLIENT, SOAP_ECHO, "latin-1", "4.0",
+                                        user_id="Jürgen"), "<e xmlns=\"urn:test\"/>")
+    latin1 = latin1.split(b"?>", 1)[1].decode().encode("iso-8859-1")  # no declaration
+    answer = soap_post(exchange, latin1, "text/xml; charset=ISO-8859-1")
+    assert answer.status == 200, answer.body
+    echoed = etree.fromstring(answer.body).findtext(f".//{{{XROAD}}}userId")
+    assert echoed == "Jürgen"
+    utf8 = valid_envelope(message_id="utf-16-claimed").split(b"?>", 1)[1]
+    answer = soap_post(exchange, utf8, "text/xml; charset=UTF-16")
+    assert answer.code == "Client.InvalidXml", answer.body
+    answer = soap_post(exchange, valid_envelope(message_id="c3"), "text/xml; charset=x-nope")
+    assert answer.code == "Client.InvalidContentType", answer.body
 
 
 def test_soap_protocol_version(exchange: Exchange) -> None:

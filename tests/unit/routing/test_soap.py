@@ -90,6 +90,16 @@ def test_header_rules(old: bytes, new: bytes, error: type[Exception]) -> None:
         parse(data.replace(old, new, 1))
 
 
+def test_charset_of_content_type_wins_over_the_declaration() -> None:
+    latin1 = envelope().replace(b"<xrd:userId>u<", "<xrd:userId>Jürgen<".encode())
+    latin1 = latin1.split(b"?>", 1)[1].decode().encode("iso-8859-1")
+    assert parse(latin1, "text/xml; charset=\"ISO-8859-1\"").user_id == "Jürgen"
+    with pytest.raises(InvalidXml):
+        parse(latin1, "text/xml; charset=utf-8")
+    with pytest.raises(InvalidContentType):
+        parse(envelope(), "text/xml; charset=no-such-charset")
+
+
 def test_not_an_envelope() -> None:
     with pytest.raises(InvalidSoap):
         parse(b'<Envelope xmlns="urn:not-soap"/>')
