@@ -32,9 +32,9 @@ from secserver.audit.store import (
     StoredRecord,
     archives,
     checkpoint_bounds,
-    iter_records,
     log_connection,
     log_records,
+    record_chunks,
     timestamps,
 )
 from secserver.audit.verify import (
@@ -299,13 +299,16 @@ def verify_range(config: NodeConfig, *, from_seq: int | None = None,
         db_start = max(plan.start, archived[-1].last_seq + 1 if archived else 1)
         done = 0
         try:
-            for source in (_archive_records(archived, plan, tokens, verifier.add_problem),
-                           iter_records(conn, node, db_start, plan.end)):
-                for record in source:
-                    verifier.feed(record)
-                    done += 1
-                    if progress is not None and done % 10000 == 0:
-                        progress(done, total)
+            for record in _archive_records(archived, plan, tokens, verifier.add_problem):
+                verifier.feed(record)
+                done += 1
+                if progress is not None and done % 10000 == 0:
+                    progress(done, total)
+            for rows in record_chunks(conn, node, db_start, plan.end):
+                verifier.feed_all(rows)
+                done += len(rows)
+                if progress is not None:
+                    progress(done, total)
         finally:
             if pool is not None:
                 pool.finish()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -92,6 +92,12 @@ class StoredRecord(NamedTuple):
     body: bytes | None
     signed_document: bytes | None
     signature: bytes | None
+
+
+RecordRow = tuple[int, str, str, str | None, bytes, bytes, bytes, bytes | None, bytes | None,
+                  bytes | None]
+"""A stored row as a plain tuple in ``StoredRecord``'s field order (a ``StoredRecord`` is
+one too): what the SQLite driver returns, read without building an object per row."""
 
 
 def stored_record(row: Any) -> StoredRecord:
@@ -211,12 +217,14 @@ _RECORD_SQL = ("SELECT seq, kind, at, message_id, prev_hash, hash, content, body
                "{last} ORDER BY seq")
 
 
-def iter_records(conn: Connection, node_id: str, first: int = 0, last: int | None = None,
-                 *, chunk: int = 5000) -> Iterator[StoredRecord]:
-    """The node's records in seq order, streamed in chunks (bounded memory).
+def record_chunks(conn: Connection, node_id: str, first: int = 0, last: int | None = None,
+                  *, chunk: int = 5000) -> Iterator[list[RecordRow]]:
+    """The node's records in seq order, in lists of up to ``chunk`` (bounded memory).
 
     Reads through the driver's own cursor: this is the verifier's hot path, and
-    SQLAlchemy's row processing would cost more than the checks themselves.
+    SQLAlchemy's row processing would cost more than the checks themselves. SQLite rows
+    come as the driver's plain tuples (no object per row); PostgreSQL's are converted
+    (psycopg gives memoryview for bytea).
     """
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = _RECORD_SQL.format(p=mark, last=f" AND seq <= {mark}" if last is not None else "")
@@ -227,18 +235,23 @@ def iter_records(conn: Connection, node_id: str, first: int = 0, last: int | Non
     cursor = dbapi.cursor(f"log_records_{id(params)}") if server_side else dbapi.cursor()
     try:
         cursor.execute(sql, params)
-        make = StoredRecord._make
-        convert = conn.dialect.name != "sqlite"  # psycopg gives memoryview for bytea
+        convert = conn.dialect.name != "sqlite"
         while True:
             rows = cursor.fetchmany(chunk)
             if not rows:
                 return
-            if convert:
-                yield from map(stored_record, rows)
-            else:
-                yield from map(make, rows)
+            yield [stored_record(r) for r in rows] if convert \
+                else cast("list[RecordRow]", rows)
     finally:
         cursor.close()
+
+
+def iter_records(conn: Connection, node_id: str, first: int = 0,
+                 last: int | None = None) -> Iterator[StoredRecord]:
+    """The node's records in seq order, one ``StoredRecord`` each (streamed)."""
+    make = StoredRecord._make
+    for rows in record_chunks(conn, node_id, first, last):
+        yield from map(make, rows)
 
 
 def checkpoint_bounds(conn: Connection, node_id: str) -> list[int]:

@@ -36,7 +36,7 @@ from secserver.audit.records import (
     parse_time,
     unescape,
 )
-from secserver.audit.store import StoredRecord
+from secserver.audit.store import RecordRow, StoredRecord
 from secserver.signing.merkle import merkle_root
 
 _sha256 = hashlib.sha256
@@ -213,12 +213,14 @@ class ChainVerifier:
     def count_signature(self) -> None:
         self._sigs += 1
 
-    def feed_all(self, records: Iterable[StoredRecord]) -> None:
+    def feed_all(self, records: Iterable[RecordRow]) -> None:
+        feed = self.feed
         for record in records:
-            self.feed(record)
+            feed(record)
 
-    def feed(self, r: StoredRecord) -> None:
-        """Check one record (the next in seq order)."""
+    def feed(self, r: RecordRow) -> None:
+        """Check one record (the next in seq order): a ``StoredRecord``, or a plain tuple
+        in its field order as the database driver returns it (no object per row)."""
         # Fast path: a correct message, admin or system record. Anything else, and every
         # checkpoint, takes the full path below, which names what is wrong.
         seq, kind, at, mid, prev, digest, content, body, document, signature = r
@@ -240,22 +242,22 @@ class ChainVerifier:
                     self._prev_clean = True
                     self._prev_prev, self.prev_hash = prev, digest
                     if self.signature_sink is not None and signature and document:
-                        self._sink(r)
+                        self._sink(StoredRecord._make(r))
                     return
             elif kind != "checkpoint" and mid is None and content.startswith(
                     f"{self._prefix}{seq}\nkind: {kind}\nat: {at}\n".encode()):
-                self._accept(r)
+                self._accept(seq, digest)
                 return
-        self._feed_full(r)
+        self._feed_full(StoredRecord._make(r))
 
-    def _accept(self, r: StoredRecord) -> None:
+    def _accept(self, seq: int, digest: bytes) -> None:
         self._records += 1
-        self._last = r.seq
-        self._batch.append(r.hash)
+        self._last = seq
+        self._batch.append(digest)
         self._prev_clean = True
         self._prev_prev = self.prev_hash
-        self.prev_hash = r.hash
-        self._expected_seq = r.seq + 1
+        self.prev_hash = digest
+        self._expected_seq = seq + 1
 
     def _sink(self, r: StoredRecord) -> None:
         assert self.signature_sink is not None and r.signature and r.signed_document

@@ -12,10 +12,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "audit"))
 
-from audit_support import (  # noqa: F401 (pki_fixture: the pki fixture)
+from audit_support import (
     logged_node,
+    logged_node_fixture,
     node_config,
-    pki_fixture,
+    pki_fixture,  # noqa: F401 (the pki fixture)
     run_secserver,
 )
 
@@ -24,10 +25,7 @@ from secserver.config import NodeConfig
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def config(migrated_url: str, tmp_path: Path, pki: Path) -> NodeConfig:
-    return logged_node(tmp_path / "node", migrated_url, pki, exchanges=6,
-                       checkpoint_records=4)
+config = logged_node_fixture(exchanges=6, checkpoint_records=4)
 
 
 def audit(*args: str) -> subprocess.CompletedProcess[str]:

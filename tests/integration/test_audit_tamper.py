@@ -17,10 +17,10 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "audit"))
 
-from audit_support import (  # noqa: F401 (pki_fixture: the pki fixture)
+from audit_support import (
     MemberSigners,
-    logged_node,
-    pki_fixture,
+    logged_node_fixture,
+    pki_fixture,  # noqa: F401 (the pki fixture)
     run_secserver,
     sample_message,
 )
@@ -35,10 +35,7 @@ pytestmark = pytest.mark.integration
 # ruff: noqa: S608
 
 
-@pytest.fixture
-def config(migrated_url: str, tmp_path: Path, pki: Path) -> NodeConfig:
-    return logged_node(tmp_path / "node", migrated_url, pki, exchanges=10,
-                       checkpoint_records=6)
+config = logged_node_fixture(exchanges=10, checkpoint_records=6)
 
 
 def sql(url: str, statement: str) -> str:

@@ -78,6 +78,18 @@ def logged_node(directory: Path, database_url: str, pki: Path, *, exchanges: int
     return config
 
 
+def logged_node_fixture(*, exchanges: int, **options: Any) -> Any:
+    """A function-scoped fixture (assign it to ``config`` in a test module) giving
+    ``logged_node(tmp_path / "node", migrated_url, pki, exchanges=..., **options)``."""
+
+    @pytest.fixture
+    def config(migrated_url: str, tmp_path: Path, pki: Path) -> NodeConfig:
+        return logged_node(tmp_path / "node", migrated_url, pki, exchanges=exchanges,
+                           **options)
+
+    return config
+
+
 def db_rows(url: str, sql: str, **params: object) -> list[tuple[Any, ...]]:
     """Run one SQL statement (committed) and return its rows."""
     engine = make_engine(url)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from audit_support import (  # noqa: F401 (pki_fixture: the pki fixture)
+from audit_support import (
     db_rows,
     logged_node,
-    pki_fixture,
+    pki_fixture,  # noqa: F401 (the pki fixture)
     run_secserver,
     write_sample_log,
 )

@@ -9,7 +9,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from audit_support import db_rows, logged_node, pki_fixture  # noqa: F401 (the pki fixture)
+from audit_support import (
+    db_rows,
+    logged_node,
+    pki_fixture,  # noqa: F401 (the pki fixture)
+)
 
 from secserver.audit import checks
 from secserver.audit.checks import merge_reports, split_ranges, verify_node_log

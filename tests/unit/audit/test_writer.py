@@ -9,15 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from audit_support import (  # noqa: F401 (pki_fixture: the pki fixture)
+from audit_support import (
     MemberSigners,
     db_rows,
     node_config,
-    pki_fixture,
+    pki_fixture,  # noqa: F401 (the pki fixture)
     sample_message,
     wait_for,
 )
@@ -33,19 +32,17 @@ async def test_concurrent_appends_share_commits(migrated_url: str, tmp_path: Pat
                                                 pki: Path) -> None:
     config = node_config(tmp_path, migrated_url, pki)
     engine = make_async_engine(migrated_url)
-    commits = [0]
-    event.listen(engine.sync_engine, "commit", lambda _conn: commits.__setitem__(0, commits[0] + 1))
     writer = LogWriter(config, engine=engine)
     await writer.start()
     signers = MemberSigners(pki)
     records = [sample_message(signers, n) for n in range(300)]
-    before = commits[0]
+    before = writer.health()["commits"]
     seqs = await asyncio.gather(*(writer.append(r) for r in records))
-    during = commits[0] - before
+    during = writer.health()["commits"] - before
     await writer.stop()
     await engine.dispose()
     assert sorted(seqs) == list(range(2, 302))  # seq 1 is the start record
-    assert during <= 300 // 10, f"{during} commits for 300 concurrent records"
+    assert 1 <= during <= 300 // 10, f"{during} commits for 300 concurrent records"
     stored = db_rows(migrated_url, "SELECT seq, message_id FROM log_records WHERE kind = 'message' "
                                 "ORDER BY seq")
     assert [(int(s), m) for s, m in stored] == [
