@@ -88,13 +88,15 @@ def verify(config_path: Path, from_seq: int | None, to_seq: int | None, no_signa
     if sys.stderr.isatty():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+        # Refreshed from the callback, not by rich's refresh thread: with no other thread
+        # the range workers are forked, not spawned (which imports everything again).
         with Progress("[progress.description]{task.description}", BarColumn(),
                       MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=_stderr_console(), transient=True) as bar:
+                      console=_stderr_console(), transient=True, auto_refresh=False) as bar:
             task = bar.add_task("verifying", total=None)
 
             def progress(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
+                bar.update(task, completed=done, total=total, refresh=True)
 
             report = verify_node_log(config, from_seq=from_seq, to_seq=to_seq,
                                      signatures=not no_signatures, progress=progress)
