@@ -4,9 +4,13 @@ One ``LogWriter`` per node process. ``append`` queues a record and returns its s
 number once the transaction holding it has committed (SQLite ``synchronous=FULL`` / the
 PostgreSQL default both fsync on commit). One task, ``log-writer``, takes everything
 queued (at most ``[log] group_commit_max`` records), numbers and chains it, and commits it
-in one transaction, so concurrent appends share one commit. Any failure fails every record
-queued at that moment with ``LoggingFailed`` (fail closed) and turns health red; the next
-append tries again.
+in one transaction, so concurrent appends share one commit. The transaction runs on the
+thread ``log-writer-db`` (``secserver.db.committer.CommitThread``: its own synchronous
+connection, one hand-off per batch, rows through the driver's ``executemany``); batches
+commit one after the other in chain order. Any failure fails every record queued at that
+moment with ``LoggingFailed`` (fail closed) and turns health red; the next append tries
+again. Reads (the chain head at start and after a failure, admin events) go through the
+asyncio engine.
 
 The same task closes a batch with a checkpoint every ``[log] checkpoint_interval`` seconds
 or ``[log] checkpoint_records`` records (never an empty one), signed with the node's log
@@ -60,6 +64,7 @@ from secserver.audit.store import (
     untimestamped_checkpoints,
 )
 from secserver.config import NodeConfig, read_secret
+from secserver.db.committer import CommitThread, plain_url
 from secserver.db.engine import make_async_engine
 from secserver.errors import SecServerError
 from secserver.signing.errors import TimestampUnavailable
@@ -75,6 +80,9 @@ CheckpointSigner = Callable[[bytes], bytes]
 Timestamper = Callable[[bytes], Awaitable[bytes]]
 """Returns an RFC 3161 token (DER TimeStampToken) over the bytes, or raises."""
 
+RECORD_COLUMNS = ("node_id", "seq", "kind", "at", "message_id", "prev_hash", "hash", "content",
+                  "body", "signed_document", "signature")
+TIMESTAMP_COLUMNS = ("node_id", "checkpoint_seq", "token", "at")
 ADMIN_GAP_WAIT = 5.0  # seconds to wait for a missing admin_events id (uncommitted insert)
 ENCRYPT_IN_THREAD = 256 * 1024
 
@@ -142,6 +150,9 @@ class LogWriter:
         self._node = config.node.server_id
         self._engine = engine
         self._own_engine = engine is None
+        self._db: CommitThread | None = None
+        self._record_sql = ""
+        self._timestamp_sql = ""
         self._signer = signer
         self._timestamper: Timestamper | None = None
         self._ts_client: TimestampClient | None = None
@@ -208,6 +219,10 @@ class LogWriter:
                                 "is the database reachable and upgraded "
                                 "(secserver db upgrade)?") from exc
         self._apply_state(state)
+        self._db = CommitThread(plain_url(self._engine), name="log-writer-db")
+        self._record_sql = self._db.insert_sql(log_records, RECORD_COLUMNS)
+        self._timestamp_sql = self._db.insert_sql(log_timestamps, TIMESTAMP_COLUMNS)
+        self._db.start()
         self._last_cp_time = time.monotonic()
         self._running = True
         self._tasks = [asyncio.create_task(self._commit_loop(), name="log-writer"),
@@ -260,6 +275,8 @@ class LogWriter:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._tasks = []
+        if self._db is not None:
+            await self._db.stop()
         if self._ts_client is not None:
             await self._ts_client.close()
         if self._own_engine and self._engine is not None:
@@ -328,6 +345,7 @@ class LogWriter:
                     else "unreachable" if self._tsa_failing else "ok"),
             "last_error": self._last_error,
             "last_admin_event_id": self._last_admin_id,
+            "commits": 0 if self._db is None else self._db.commits,
         }
 
     # -- internals ---------------------------------------------------------------------
@@ -426,32 +444,30 @@ class LogWriter:
         self._reload = False
 
     async def _commit(self, batch: list[_Queued]) -> None:
-        assert self._engine is not None
+        assert self._db is not None
         try:
             if self._reload:
                 await self._reload_state()
             at = format_time(self._clock())
+            node = self._node
             seq, prev = self._head_seq, self._head_hash
-            rows: list[dict[str, Any]] = []
+            rows: list[tuple[Any, ...]] = []
             hashes: list[bytes] = []
             for item in batch:
                 seq += 1
                 record = item.record
-                content = canonical_bytes(self._node, seq, at, record, item.evidence)
+                content = canonical_bytes(node, seq, at, record, item.evidence)
                 digest = chain_hash(prev, content)
-                msg = record if isinstance(record, MessageRecord) else None
-                rows.append({
-                    "node_id": self._node, "seq": seq, "kind": record.kind, "at": at,
-                    "message_id": msg.message_id if msg else None,
-                    "prev_hash": prev, "hash": digest, "content": content,
-                    "body": item.evidence.stored_body,
-                    "signed_document": msg.signed_document if msg else None,
-                    "signature": msg.signature if msg else None,
-                })
+                if isinstance(record, MessageRecord):
+                    rows.append((node, seq, record.kind, at, record.message_id, prev, digest,
+                                 content, item.evidence.stored_body, record.signed_document,
+                                 record.signature))
+                else:
+                    rows.append((node, seq, record.kind, at, None, prev, digest, content,
+                                 item.evidence.stored_body, None, None))
                 hashes.append(digest)
                 prev = digest
-            async with self._engine.begin() as conn:
-                await conn.execute(log_records.insert(), rows)
+            await self._db.executemany(self._record_sql, rows)
         except Exception as exc:
             message = self._fail("cannot commit log records", exc)
             failed = batch + self._queue  # fail closed: nothing queued now may succeed later
@@ -470,7 +486,7 @@ class LogWriter:
                 item.future.set_result(first + offset)
 
     async def _write_checkpoint(self) -> None:
-        assert self._engine is not None and self._signer is not None
+        assert self._db is not None and self._signer is not None
         self._last_cp_time = time.monotonic()
         try:
             if self._reload:
@@ -485,13 +501,14 @@ class LogWriter:
             at = format_time(self._clock())
             content = canonical_bytes(self._node, seq, at, checkpoint)
             digest = chain_hash(self._head_hash, content)
-            signature = await asyncio.to_thread(self._signer, content)
-            async with self._engine.begin() as conn:
-                await conn.execute(log_records.insert(), [{
-                    "node_id": self._node, "seq": seq, "kind": "checkpoint", "at": at,
-                    "message_id": None, "prev_hash": self._head_hash, "hash": digest,
-                    "content": content, "body": None, "signed_document": None,
-                    "signature": signature}])
+            signer, sql = self._signer, self._record_sql
+            row = (self._node, seq, "checkpoint", at, None, self._head_hash, digest, content,
+                   None, None)
+
+            def sign_and_insert(cursor: Any) -> None:  # on the database thread
+                cursor.execute(sql, (*row, signer(content)))
+
+            await self._db.run(sign_and_insert)
         except Exception as exc:
             self._fail("cannot write a checkpoint", exc)
             return
@@ -517,7 +534,7 @@ class LogWriter:
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def _timestamp_loop(self) -> None:
-        assert self._timestamper is not None and self._engine is not None
+        assert self._timestamper is not None and self._db is not None
         while not self._stopping.is_set():
             if not self._ts_pending:
                 self._ts_drained.set()
@@ -540,11 +557,9 @@ class LogWriter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self._tsa_retry)
                 continue
+            row = (self._node, seq, token, format_time(self._clock()))
             try:
-                async with self._engine.begin() as conn:
-                    await conn.execute(log_timestamps.insert(), [{
-                        "node_id": self._node, "checkpoint_seq": seq, "token": token,
-                        "at": format_time(self._clock())}])
+                await self._db.execute(self._timestamp_sql, row)
             except Exception as exc:
                 self._fail("cannot store a checkpoint timestamp", exc)
                 with contextlib.suppress(TimeoutError):

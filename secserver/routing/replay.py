@@ -3,10 +3,12 @@
 Ids are remembered in memory (immediate refusal of a duplicate, even one still in flight)
 and in the ``exchange_seen_messages`` table, so a replay is refused across restarts and
 across nodes sharing one database. Inserts are grouped: concurrent requests share one
-transaction, and the provider awaits it together with the request's log record. On
-SQLite the table lives in its own database file (``data_dir/replay.db``) so its commits
-never wait for the message log's write lock. Messages signed more than ``window`` seconds
-ago are refused by the provider anyway, so rows older than the window are pruned.
+transaction, and the provider awaits it together with the request's log record. The
+transactions run on a thread of their own (``secserver.db.committer.CommitThread``: one
+synchronous connection, one hand-off per batch). On SQLite the table lives in its own
+database file (``data_dir/replay.db``) so its commits never wait for the message log's
+write lock. Messages signed more than ``window`` seconds ago are refused by the provider
+anyway, so rows older than the window are pruned.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import logging
 from collections.abc import Awaitable
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from secserver.db.committer import CommitThread, DatabaseWriteError, plain_url
 from secserver.routing.errors import DuplicateMessageId, InternalError
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,12 @@ class ReplayGuard:
     TASK_NAME = "secserver-replay-flush"
 
     def __init__(self, engine: AsyncEngine, window: float = REPLAY_WINDOW) -> None:
-        self._engine = engine
+        """``engine`` names the database (its URL); the guard writes on a connection of
+        its own."""
+        self._db = CommitThread(plain_url(engine), name="replay-store-db")
+        self._insert = self._db.insert_sql(seen_messages, ("client", "message_id", "seen_at"))
+        self._prune_sql = (f"DELETE FROM exchange_seen_messages WHERE seen_at < "  # noqa: S608
+                           f"{self._db.placeholder}")
         self._window = window
         self._memory: dict[Key, float] = {}
         self._pending: list[tuple[Key, float, asyncio.Future[bool]]] = []
@@ -57,6 +64,7 @@ class ReplayGuard:
         self._last_prune = 0.0
 
     async def start(self) -> None:
+        self._db.start()
         self._task = asyncio.create_task(self._run(), name=self.TASK_NAME)
 
     async def stop(self) -> None:
@@ -69,6 +77,7 @@ class ReplayGuard:
             if not future.done():
                 future.set_exception(InternalError("the node is shutting down"))
         self._pending.clear()
+        await self._db.stop()
 
     def reserve(self, client: str, message_id: str, now: float) -> Awaitable[None]:
         # the returned coroutine must be awaited: call reserve only right before that
@@ -108,23 +117,25 @@ class ReplayGuard:
                 await self._prune(now)
 
     async def _flush(self, batch: list[tuple[Key, float, asyncio.Future[bool]]]) -> None:
-        rows = [{"client": k[0], "message_id": k[1], "seen_at": at} for k, at, _f in batch]
+        rows = [(k[0], k[1], at) for k, at, _f in batch]
         try:
             try:
-                async with self._engine.begin() as connection:
-                    await connection.execute(seen_messages.insert(), rows)
+                await self._db.executemany(self._insert, rows)
                 results = [True] * len(batch)
-            except IntegrityError:
+            except DatabaseWriteError as exc:
+                if not exc.integrity:
+                    raise
                 results = []
                 for row in rows:  # someone in the batch is a replay: find out who
                     try:
-                        async with self._engine.begin() as connection:
-                            await connection.execute(seen_messages.insert(), [row])
+                        await self._db.execute(self._insert, row)
                         results.append(True)
-                    except IntegrityError:
+                    except DatabaseWriteError as again:
+                        if not again.integrity:
+                            raise
                         results.append(False)
-        except SQLAlchemyError as exc:
-            log.error("replay store write failed: %s", type(exc).__name__)
+        except DatabaseWriteError as exc:
+            log.error("replay store write failed: %s", exc)
             for _k, _at, future in batch:
                 if not future.done():
                     future.set_exception(InternalError(
@@ -139,8 +150,6 @@ class ReplayGuard:
         limit = now - self._window
         self._memory = {k: at for k, at in self._memory.items() if at >= limit}
         try:
-            async with self._engine.begin() as connection:
-                await connection.execute(seen_messages.delete().where(
-                    seen_messages.c.seen_at < limit))
-        except SQLAlchemyError as exc:
-            log.warning("replay store prune failed: %s", type(exc).__name__)
+            await self._db.execute(self._prune_sql, (limit,))
+        except DatabaseWriteError as exc:
+            log.warning("replay store prune failed: %s", exc)

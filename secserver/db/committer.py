@@ -1,0 +1,230 @@
+"""A thread that owns one synchronous database connection and commits jobs for asyncio code.
+
+aiosqlite and SQLAlchemy's asyncio layer hand every DB-API call (cursor, execute, commit,
+cursor close, rollback on return to the pool) to a worker thread and back: about eight
+thread switches per transaction, each a context switch and a GIL transfer. A
+``CommitThread`` takes a whole transaction as one job instead: the event loop puts the job
+on a queue, the thread runs it with a cursor of its own connection (pysqlite or psycopg,
+opened through ``make_engine``, so SQLite runs in WAL with ``synchronous=FULL``), commits,
+and resolves the job's future with ``call_soon_threadsafe``: one hand-off each way.
+
+Jobs run one at a time in the order they were submitted, so commit order is submission
+order. A job's future gets its result only after ``commit()`` returned (the commit is
+durable: SQLite ``synchronous=FULL``, PostgreSQL's default ``synchronous_commit``). A job
+that raises, or a commit that fails, is rolled back and its future gets
+``DatabaseWriteError``; a connection that cannot even roll back is dropped and the next
+job opens a new one (a database that went away and came back is picked up again).
+
+    db = CommitThread(url, name="log-writer-db")
+    db.start()                               # in the event loop
+    sql = db.insert_sql(table, ("a", "b"))   # the driver's placeholders
+    await db.executemany(sql, rows)         # or db.run(job): job(cursor) -> result
+    await db.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Engine, Table
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import NullPool
+
+from secserver.db.engine import is_sqlite, make_engine
+
+T = TypeVar("T")
+
+Job = Callable[[Any], T]
+"""Runs inside the transaction with a DB-API cursor; its return value is the result."""
+
+
+class DatabaseWriteError(Exception):
+    """A job or its commit failed (the transaction was rolled back).
+
+    ``integrity`` is true when the database refused the data itself (a unique key already
+    present, a constraint), not because it could not be reached.
+    """
+
+    def __init__(self, message: str, *, integrity: bool = False) -> None:
+        super().__init__(message)
+        self.integrity = integrity
+
+
+def plain_url(engine: AsyncEngine) -> str:
+    """The URL of an asyncio engine in its plain form (``sqlite:///...``,
+    ``postgresql://...``), for ``make_engine`` to pick the synchronous driver."""
+    url = engine.url
+    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=False)
+
+
+class _Item(Generic[T]):
+    __slots__ = ("future", "job")
+
+    def __init__(self, job: Job[T], future: asyncio.Future[T]) -> None:
+        self.job = job
+        self.future = future
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the awaiting task was cancelled
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class CommitThread:
+    """One connection, one thread, jobs committed in order (see the module docstring)."""
+
+    def __init__(self, url: str, *, name: str) -> None:
+        self._url = make_url(url).render_as_string(hide_password=False)
+        self._name = name
+        self._sqlite = is_sqlite(url)
+        self._jobs: queue.SimpleQueue[_Item[Any] | None] = queue.SimpleQueue()
+        self._engine: Engine | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._closing = False
+        self.commits = 0
+        """Transactions committed so far (read from the event loop: a plain int)."""
+
+    @property
+    def placeholder(self) -> str:
+        """The DB-API parameter marker of the driver: ``?`` (pysqlite) or ``%s``
+        (psycopg)."""
+        return "?" if self._sqlite else "%s"
+
+    def insert_sql(self, table: Table, columns: Sequence[str]) -> str:
+        """``INSERT INTO table (columns) VALUES (?, ...)`` for the driver: rows are tuples
+        in the order of ``columns`` (each must be a column of ``table``)."""
+        engine = self._require_engine()
+        quote = engine.dialect.identifier_preparer.quote
+        names = ", ".join(quote(table.c[name].name) for name in columns)
+        marks = ", ".join([self.placeholder] * len(columns))
+        # identifiers from table metadata, quoted by the dialect; values are parameters
+        return f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})"  # noqa: S608
+
+    def start(self) -> None:
+        """Start the thread (call from the event loop that will await the jobs). The
+        connection is opened by the first job."""
+        if self._thread is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._stopped = self._loop.create_future()
+        self._closing = False
+        self._require_engine()
+        self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+        self._thread.start()
+
+    def run(self, job: Job[T]) -> asyncio.Future[T]:
+        """Queue ``job``; the future resolves once its transaction has committed."""
+        if self._loop is None or self._closing or self._thread is None \
+                or not self._thread.is_alive():
+            raise DatabaseWriteError(f"{self._name}: the database thread is not running")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._jobs.put(_Item(job, future))
+        return future
+
+    def execute(self, sql: str, parameters: Sequence[Any]) -> asyncio.Future[None]:
+        """One statement in a transaction of its own."""
+        def job(cursor: Any) -> None:
+            cursor.execute(sql, parameters)
+        return self.run(job)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> asyncio.Future[None]:
+        """One statement for many rows, in one transaction."""
+        def job(cursor: Any) -> None:
+            cursor.executemany(sql, rows)
+        return self.run(job)
+
+    async def stop(self) -> None:
+        """Run what is queued, close the connection and end the thread."""
+        if self._thread is None or self._stopped is None:
+            return
+        self._closing = True
+        self._jobs.put(None)
+        await asyncio.shield(self._stopped)
+        self._thread.join()
+        self._thread = None
+        if self._engine is not None:
+            self._engine.dispose()
+
+    # -- the thread ----------------------------------------------------------------------
+
+    def _require_engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = make_engine(self._url, poolclass=NullPool)
+        return self._engine
+
+    def _reply(self, future: asyncio.Future[Any], result: Any,
+               error: BaseException | None) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            self._loop.call_soon_threadsafe(_settle, future, result, error)
+
+    def _serve(self) -> None:
+        raw: Any = None
+        try:
+            engine = self._require_engine()
+            integrity_error: type[BaseException] = engine.dialect.loaded_dbapi.IntegrityError
+            while True:
+                item = self._jobs.get()
+                if item is None:
+                    return
+                try:
+                    if raw is None:
+                        raw = engine.raw_connection()
+                    connection = raw.dbapi_connection
+                    cursor = connection.cursor()
+                    try:
+                        result = item.job(cursor)
+                    finally:
+                        cursor.close()
+                    connection.commit()
+                except Exception as exc:
+                    raw = self._rolled_back(raw)
+                    error = DatabaseWriteError(f"{type(exc).__name__}: {exc}",
+                                               integrity=isinstance(exc, integrity_error))
+                    error.__cause__ = exc
+                    self._reply(item.future, None, error)
+                    continue
+                self.commits += 1
+                self._reply(item.future, result, None)
+        finally:
+            if raw is not None:
+                with contextlib.suppress(Exception):
+                    raw.close()
+            self._fail_queued()
+            if self._stopped is not None:
+                self._reply(self._stopped, None, None)
+
+    @staticmethod
+    def _rolled_back(raw: Any) -> Any:
+        """Roll back after a failure; drop the connection if even that fails."""
+        if raw is None:
+            return None
+        try:
+            raw.dbapi_connection.rollback()
+        except Exception:
+            with contextlib.suppress(Exception):
+                raw.invalidate()
+            return None
+        return raw
+
+    def _fail_queued(self) -> None:
+        while True:
+            try:
+                item = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                self._reply(item.future, None, DatabaseWriteError(
+                    f"{self._name}: the database thread stopped before this write"))

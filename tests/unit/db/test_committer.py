@@ -1,0 +1,114 @@
+"""CommitThread on a real database (SQLite and PostgreSQL): jobs commit in order, one
+transaction each, failures roll back and the next job goes on, stop runs what is queued."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from postgres import create_database
+from sqlalchemy import text
+
+from secserver.db import migrate
+from secserver.db.committer import CommitThread, DatabaseWriteError
+from secserver.db.engine import make_engine
+from secserver.routing.replay import seen_messages
+
+COLUMNS = ("client", "message_id", "seen_at")
+
+
+def stored(url: str) -> list[tuple[str, float]]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT message_id, seen_at FROM exchange_seen_messages "
+                                     "ORDER BY seen_at")).all()
+    finally:
+        engine.dispose()
+    return [(str(m), float(s)) for m, s in rows]
+
+
+async def test_jobs_commit_in_order_and_are_visible_when_awaited(migrated_url: str) -> None:
+    db = CommitThread(migrated_url, name="test-db")
+    db.start()
+    try:
+        sql = db.insert_sql(seen_messages, COLUMNS)
+        futures = [db.executemany(sql, [("C", f"m{n}a", n), ("C", f"m{n}b", n + 0.5)])
+                   for n in range(20)]
+        await asyncio.gather(*futures)
+        assert db.commits == 20
+        # committed by the time the future resolved: another connection sees every row
+        assert len(stored(migrated_url)) == 40
+
+        def count(cursor: Any) -> int:
+            cursor.execute("SELECT count(*) FROM exchange_seen_messages")
+            return int(cursor.fetchone()[0])
+
+        assert await db.run(count) == 40
+    finally:
+        await db.stop()
+
+
+async def test_a_failed_job_rolls_back_and_the_next_goes_on(migrated_url: str) -> None:
+    db = CommitThread(migrated_url, name="test-db")
+    db.start()
+    try:
+        sql = db.insert_sql(seen_messages, COLUMNS)
+        await db.execute(sql, ("C", "one", 1.0))
+        with pytest.raises(DatabaseWriteError) as duplicate:
+            # the first row would go in, the second is a duplicate: neither stays
+            await db.executemany(sql, [("C", "two", 2.0), ("C", "one", 3.0)])
+        assert duplicate.value.integrity
+        with pytest.raises(DatabaseWriteError) as broken:
+            await db.execute("INSERT INTO no_such_table VALUES (1)", ())
+        assert not broken.value.integrity
+        assert "no_such_table" in str(broken.value)
+        await db.execute(sql, ("C", "three", 4.0))
+        assert stored(migrated_url) == [("one", 1.0), ("three", 4.0)]
+        assert db.commits == 2
+    finally:
+        await db.stop()
+
+
+async def test_stop_runs_what_is_queued_then_refuses(migrated_url: str) -> None:
+    db = CommitThread(migrated_url, name="test-db")
+    db.start()
+    sql = db.insert_sql(seen_messages, COLUMNS)
+    futures = [db.execute(sql, ("C", f"q{n}", float(n))) for n in range(10)]
+    await db.stop()
+    await asyncio.gather(*futures)
+    assert len(stored(migrated_url)) == 10
+    with pytest.raises(DatabaseWriteError, match="not running"):
+        db.execute(sql, ("C", "late", 99.0))
+
+
+@pytest.mark.postgres
+async def test_a_lost_connection_fails_one_job_and_the_next_reconnects(
+        postgres_server: str) -> None:
+    migrated_url = create_database(postgres_server)
+    migrate.upgrade(migrated_url)
+    db = CommitThread(migrated_url, name="test-db")
+    db.start()
+    try:
+        sql = db.insert_sql(seen_messages, COLUMNS)
+        await db.execute(sql, ("C", "before", 1.0))
+
+        def backend_pid(cursor: Any) -> int:
+            cursor.execute("SELECT pg_backend_pid()")
+            return int(cursor.fetchone()[0])
+
+        pid = await db.run(backend_pid)
+        engine = make_engine(migrated_url)
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        finally:
+            engine.dispose()
+        with pytest.raises(DatabaseWriteError) as lost:
+            await db.execute(sql, ("C", "lost", 2.0))
+        assert not lost.value.integrity
+        await db.execute(sql, ("C", "after", 3.0))
+        assert stored(migrated_url) == [("before", 1.0), ("after", 3.0)]
+    finally:
+        await db.stop()
