@@ -90,6 +90,26 @@ def allowed_hosts(listen_host: str, extra: tuple[str, ...] = ()) -> frozenset[st
     return frozenset(names)
 
 
+class _Site(web.TCPSite):
+    """A TCP site whose TLS handshakes must end within ``handshake_timeout`` seconds:
+    asyncio's default (60 s) let a client that never finishes one hold the connection
+    well past the request head deadline, which starts only after the handshake."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *,
+                 ssl_context: ssl.SSLContext | None, handshake_timeout: float) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+        self._handshake_timeout = handshake_timeout
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            ssl_handshake_timeout=self._handshake_timeout if self._ssl_context else None)
+
+
 def _require(value: Path | None, key: str, problems: list[str]) -> Path:
     if value is None:
         problems.append(f"{key} is required to run a node")
@@ -251,7 +271,8 @@ class Node:
             use_coded_errors(runner.server, "ClientProxy" if side == "ClientProxy"
                              else "ServerProxy")
         self.runners.append(runner)
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+        site = _Site(runner, host, port, ssl_context=ssl_context,
+                     handshake_timeout=limits.header_timeout)
         try:
             await site.start()
         except OSError as exc:

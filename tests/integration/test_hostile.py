@@ -210,6 +210,22 @@ def test_trickling_headers_are_cut_off(exchange: Exchange) -> None:
         assert closed, "the server kept a trickling client's connection open"
 
 
+@pytest.mark.parametrize("opening", [b"", b"\x16\x03\x01\x02\x00\x01"])
+def test_stalled_tls_handshake_on_the_server_port_is_cut_off(exchange: Exchange,
+                                                             opening: bytes) -> None:
+    # nothing, or the start of a ClientHello that never ends: the request head deadline
+    # covers the handshake too (asyncio alone waits 60 s)
+    with socket.create_connection(("127.0.0.1", exchange.provider_server_port),
+                                  timeout=20) as sock:
+        sock.sendall(opening)
+        try:
+            assert sock.recv(1024) == b""
+        except ConnectionResetError:
+            pass
+        except TimeoutError:
+            pytest.fail("the server port kept a connection with a stalled TLS handshake")
+
+
 def test_slow_body_gets_408(exchange: Exchange) -> None:
     answer = raw(exchange.consumer_port,
                  head(exchange, exchange.rest_target(ECHO), method="POST")
