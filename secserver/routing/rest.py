@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from secserver.acl.paths import InvalidPath, normalise_path
 from secserver.errors import InvalidIdentifier
@@ -157,8 +158,9 @@ def backend_target(backend_url: str, request: ExchangeRequest) -> str:
     Only the registered URL decides scheme, host and port; the request adds a path below
     the base path (already validated: no dot segments, no encoded slashes) and its query.
     """
-    base = backend_url.rstrip("/") if request.path else backend_url
-    url = base + request.path
-    if request.query:
-        url += ("&" if "?" in backend_url else "?") + request.query
-    return url
+    parts = urlsplit(backend_url)
+    path = parts.path.rstrip("/") + request.path if request.path else parts.path
+    query = "&".join(q for q in (parts.query, request.query) if q)
+    # the registered URL's fragment is dropped (it never reaches a server anyway): text
+    # appended after it would be fragment too, and the path and query lost
+    return urlunsplit((parts.scheme, parts.netloc, path, query, ""))

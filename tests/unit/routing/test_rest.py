@@ -96,6 +96,11 @@ def test_text_values_are_checked() -> None:
     ("http://b:1/api/", f"{BASE}/x", "http://b:1/api/x"),
     ("http://b:1/api/", BASE, "http://b:1/api/"),
     ("http://b:1/api?k=v", f"{BASE}?y=1", "http://b:1/api?k=v&y=1"),
+    # the path goes below the registered path, never into its query or fragment
+    ("http://b:1/api?k=v", f"{BASE}/items?y=1", "http://b:1/api/items?k=v&y=1"),
+    ("http://b:1/api/?k=v", f"{BASE}/items", "http://b:1/api/items?k=v"),
+    ("http://b:1/api#top", f"{BASE}/items?y=1", "http://b:1/api/items?y=1"),
+    ("http://b:1", f"{BASE}/items", "http://b:1/items"),
 ])
 def test_backend_target_only_appends_below_the_registered_url(base: str, target: str,
                                                               expected: str) -> None:
