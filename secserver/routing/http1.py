@@ -128,8 +128,11 @@ async def _chunked(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
             raise Broken("bad chunk size")
         size = int(size_text, 16)
         if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                pass  # trailers are dropped
+            trailers = 0
+            while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+                trailers += len(line)  # dropped, but bounded like a head
+                if trailers > HEAD_LIMIT:
+                    raise Broken(f"trailers longer than {HEAD_LIMIT} bytes")
             return
         async for part in _fixed(reader, size):
             yield part
@@ -151,7 +154,7 @@ def body_source(reader: asyncio.StreamReader, headers: list[tuple[str, str]], me
             raise Broken("unsupported Transfer-Encoding")
         return _chunked(reader), False
     if lengths:
-        if len(set(lengths)) != 1 or not lengths[0].isdigit():
+        if len(set(lengths)) != 1 or not (lengths[0].isascii() and lengths[0].isdigit()):
             raise Broken("invalid Content-Length")
         return _fixed(reader, int(lengths[0])), False
     return _until_close(reader), True

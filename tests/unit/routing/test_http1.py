@@ -53,6 +53,8 @@ async def test_framings() -> None:
     (b"zz\r\nabc\r\n0\r\n\r\n", [("transfer-encoding", "chunked")]),
     (b"5\r\nabcdeXX0\r\n\r\n", [("transfer-encoding", "chunked")]),
     (b"ab", [("content-length", "3")]),
+    (b"abc", [("content-length", "\uff13")]),  # a full-width digit three
+    (b"abc", [("content-length", "+3")]),
 ])
 async def test_bad_framings(data: bytes, headers: list[tuple[str, str]]) -> None:
     with pytest.raises((Broken, asyncio.IncompleteReadError)):
@@ -67,3 +69,10 @@ async def test_surplus_bytes_after_a_response() -> None:
     assert not surplus(reader)
     reader.feed_data(b"HTTP/1.1 200 OK")
     assert surplus(reader)
+
+
+async def test_endless_trailers_are_refused() -> None:
+    trailers = b"X-T: 1\r\n" * 10000  # more than a response head may hold
+    with pytest.raises(Broken, match="trailer"):
+        await read(b"3\r\nabc\r\n0\r\n" + trailers + b"\r\n",
+                   [("transfer-encoding", "chunked")])
