@@ -21,11 +21,12 @@ checkpoints still waiting for their timestamp when no later checkpoint has one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from secserver.audit.chain import GENESIS
 from secserver.audit.records import (
@@ -52,6 +53,9 @@ def _field(content: bytes, name: bytes) -> str:
     return content[start:content.index(b"\n", start)].decode()
 
 
+_unescaped = functools.lru_cache(maxsize=4096)(unescape)  # ids repeat from record to record
+
+
 def _tail(body: bytes | None, document: bytes | None, signature: bytes | None) -> bytes:
     """``records.evidence_tail``, inlined for the hot path."""
     sha = _sha256
@@ -69,9 +73,9 @@ TimestampCheck = Callable[[bytes, bytes, datetime], datetime]
 else raise."""
 
 
-@dataclass(frozen=True)
-class SignatureJob:
-    """A message signature to verify (done outside the core, in parallel)."""
+class SignatureJob(NamedTuple):
+    """A message signature to verify (done outside the core, in parallel). A named
+    tuple: one is made per signed message, on the hot path."""
 
     seq: int
     at: str
@@ -242,7 +246,7 @@ class ChainVerifier:
                     self._prev_clean = True
                     self._prev_prev, self.prev_hash = prev, digest
                     if self.signature_sink is not None and signature and document:
-                        self._sink(StoredRecord._make(r))
+                        self._sink(seq, at, content, document, signature)
                     return
             elif kind != "checkpoint" and mid is None and content.startswith(
                     f"{self._prefix}{seq}\nkind: {kind}\nat: {at}\n".encode()):
@@ -259,14 +263,14 @@ class ChainVerifier:
         self.prev_hash = digest
         self._expected_seq = seq + 1
 
-    def _sink(self, r: StoredRecord) -> None:
-        assert self.signature_sink is not None and r.signature and r.signed_document
-        content = r.content
+    def _sink(self, seq: int, at: str, content: bytes, document: bytes,
+              signature: bytes) -> None:
+        assert self.signature_sink is not None
         if _field(content, b"error-code"):
             return  # refused messages keep the signature they arrived with
         self.signature_sink(SignatureJob(
-            r.seq, r.at, _field(content, b"direction"), unescape(_field(content, b"client")),
-            unescape(_field(content, b"service")), r.signed_document, r.signature))
+            seq, at, _field(content, b"direction"), _unescaped(_field(content, b"client")),
+            _unescaped(_field(content, b"service")), document, signature))
 
     def _feed_full(self, r: StoredRecord) -> None:
         seq, content = r.seq, r.content
@@ -457,7 +461,7 @@ class ChainVerifier:
                 "hashed record"))
             return
         if self.signature_sink is not None and r.signature and r.signed_document:
-            self._sink(r)
+            self._sink(r.seq, r.at, content, r.signed_document, r.signature)
 
     def _check_checkpoint(self, r: StoredRecord) -> None:
         fields = parse_fields(r.content)
