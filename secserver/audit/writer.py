@@ -9,8 +9,8 @@ thread ``log-writer-db`` (``secserver.db.committer.CommitThread``: its own synch
 connection, one hand-off per batch, rows through the driver's ``executemany``); batches
 commit one after the other in chain order. Any failure fails every record queued at that
 moment with ``LoggingFailed`` (fail closed) and turns health red; the next append tries
-again. Reads (the chain head at start and after a failure, admin events) go through the
-asyncio engine.
+again. New admin events are read on that thread too; the chain head (at start and after
+a failure) is read through the asyncio engine.
 
 The same task closes a batch with a checkpoint every ``[log] checkpoint_interval`` seconds
 or ``[log] checkpoint_records`` records (never an empty one), signed with the node's log
@@ -36,7 +36,6 @@ from typing import Any
 import aiohttp
 import structlog
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from secserver import __version__
@@ -417,7 +416,8 @@ class LogWriter:
                 if self._pending_hashes:
                     timeout = max(0.0, self._last_cp_time + self._interval - time.monotonic())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):  # no task per wait (wait_for)
+                        await self._wake.wait()
             self._wake.clear()
             if self._queue:
                 batch = self._queue[:self._max_batch]
@@ -590,29 +590,32 @@ class LogWriter:
             await self._poll_admin_locked()
 
     async def _poll_admin_locked(self) -> None:
-        assert self._engine is not None
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(text(
-                "SELECT id, at, actor, action, object, before, after FROM admin_events "
-                "WHERE id > :last ORDER BY id LIMIT 500"), {"last": self._last_admin_id})).all()
+        assert self._db is not None
+        sql = ("SELECT id, at, actor, action, object, before, after FROM admin_events "  # noqa: S608
+               f"WHERE id > {self._db.placeholder} ORDER BY id LIMIT 500")  # (the driver's marker)
+        last = self._last_admin_id
+
+        def read(cursor: Any) -> list[Any]:  # on the database thread: one hand-off
+            cursor.execute(sql, (last,))
+            return list(cursor.fetchall())
+
+        rows = await self._db.run(read)
         records: list[AdminRecord] = []
         expected = self._last_admin_id + 1
         now = time.monotonic()
-        for row in rows:
-            event_id = int(row.id)
+        for row_id, at, actor, action, obj, before, after in rows:
+            event_id = int(row_id)
             if event_id != expected:
                 # A lower id may still be uncommitted (PostgreSQL sequences): wait a little
                 # before treating the gap as a rolled-back insert.
                 first_seen = self._admin_gaps.setdefault(event_id, now)
                 if now - first_seen < ADMIN_GAP_WAIT:
                     break
-            event_at = row.at if isinstance(row.at, datetime) \
-                else datetime.fromisoformat(str(row.at))
+            event_at = at if isinstance(at, datetime) else datetime.fromisoformat(str(at))
             if event_at.tzinfo is None:
                 event_at = event_at.replace(tzinfo=UTC)
-            records.append(AdminRecord(event_id=event_id, event_at=event_at, actor=row.actor,
-                                       action=row.action, object=row.object,
-                                       before=row.before, after=row.after))
+            records.append(AdminRecord(event_id=event_id, event_at=event_at, actor=actor,
+                                       action=action, object=obj, before=before, after=after))
             expected = event_id + 1
         if not records:
             return
