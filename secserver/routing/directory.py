@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +142,22 @@ def _client_id(text: Any, where: str, problems: list[str]) -> ClientId | None:
     return member
 
 
+def _tables(raw: Mapping[str, Any], key: str, source: str,
+            problems: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, table)`` for each table of the array of tables ``[[key]]``; anything
+    else there is a problem."""
+    items = raw.get(key, [])
+    if not isinstance(items, list):
+        problems.append(f"{source}: {key}: expected [[{key}]] tables")
+        return
+    for i, item in enumerate(items):
+        where = f"{source}: {key}[{i}]"
+        if isinstance(item, dict):
+            yield where, item
+        else:
+            problems.append(f"{where}: expected a table")
+
+
 def parse_directory(raw: Mapping[str, Any], source: str, base: Path) -> Directory:
     """Build a Directory from parsed TOML, or raise ConfigError listing every problem."""
     problems: list[str] = []
@@ -171,15 +187,7 @@ def parse_directory(raw: Mapping[str, Any], source: str, base: Path) -> Director
         problems.append(f"{source}: [trust]: no trusted CA certificate (ca_files or ca_pems)")
 
     members: dict[ClientId, MemberEntry] = {}
-    raw_members = raw.get("members", [])
-    if not isinstance(raw_members, list):
-        problems.append(f"{source}: members: expected [[members]] tables")
-        raw_members = []
-    for i, item in enumerate(raw_members):
-        where = f"{source}: members[{i}]"
-        if not isinstance(item, dict):
-            problems.append(f"{where}: expected a table")
-            continue
+    for where, item in _tables(raw, "members", source, problems):
         member = _client_id(item.get("id"), f"{where} id", problems)
         if member is None:
             continue
@@ -188,15 +196,7 @@ def parse_directory(raw: Mapping[str, Any], source: str, base: Path) -> Director
         members[member] = MemberEntry(member, str(item.get("name", "")))
 
     servers: dict[ServerId, ServerEntry] = {}
-    raw_servers = raw.get("servers", [])
-    if not isinstance(raw_servers, list):
-        problems.append(f"{source}: servers: expected [[servers]] tables")
-        raw_servers = []
-    for i, item in enumerate(raw_servers):
-        where = f"{source}: servers[{i}]"
-        if not isinstance(item, dict):
-            problems.append(f"{where}: expected a table")
-            continue
+    for where, item in _tables(raw, "servers", source, problems):
         for key in item:
             if key not in ("id", "address", "tls_cert_file", "tls_cert_pem", "members"):
                 problems.append(f"{where} {key}: unknown key")

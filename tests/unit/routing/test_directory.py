@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from secserver.errors import ConfigError
 from secserver.identifiers import ClientId, ServerId
-from secserver.routing.directory import certificate_sha256, load_directory
+from secserver.routing.directory import certificate_sha256, load_directory, parse_directory
 from secserver.signing.pki import generate_key, issue_certificate, plain_subject
 
 
@@ -96,3 +96,16 @@ def test_missing_and_invalid_files(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("[[servers]\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_directory(tmp_path / "bad.toml")
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ({"members": {"id": "JP-DEV/GOV/X"}}, "members: expected [[members]] tables"),
+    ({"servers": "s"}, "servers: expected [[servers]] tables"),
+    ({"members": ["JP-DEV/GOV/X"]}, "members[0]: expected a table"),
+    ({"servers": [1]}, "servers[0]: expected a table"),
+])
+def test_tables_of_the_wrong_shape(tmp_path: Path, raw: dict[str, object],
+                                   expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_directory(raw, "d", tmp_path)
+    assert f"d: {expected}" in caught.value.problems, caught.value.problems
