@@ -62,8 +62,14 @@ class Peer:
     async def send(self, method: str, target: str, body: bytes = b"", *,
                    message_id: str | None = None, tamper_document: bytes | None = None,
                    tamper_signature: bool = False, omit_signature: bool = False,
-                   signed_target: str | None = None, signing_time: datetime | None = None,
-                   extra_headers: list[tuple[str, str]] | None = None) -> PeerResponse:
+                   signature: bytes | None = None, signed_target: str | None = None,
+                   signing_time: datetime | None = None,
+                   extra_headers: list[tuple[str, str]] | None = None,
+                   unsigned_headers: list[tuple[str, str]] | None = None,
+                   sent_body: bytes | None = None) -> PeerResponse:
+        """Sign a request as TOYONO's node would and send it; the keywords spoil it: a
+        ``signature`` in place of the real one, ``unsigned_headers`` added after signing,
+        a ``sent_body`` other than the signed one, ..."""
         message_id = message_id or str(uuid.uuid4())
         pairs = [("X-Road-Client", str(CLIENT)), ("X-Road-Id", message_id),
                  *(extra_headers or [])]
@@ -73,14 +79,18 @@ class Peer:
                                               signing_time or datetime.now(UTC))
         if tamper_document is not None:
             document = tamper_document
-        signature = await self.signer.sign(document)
+        if signature is None:
+            signature = await self.signer.sign(document)
         if tamper_signature:
             signature = signature[:-8] + bytes(b ^ 0xFF for b in signature[-8:])
         headers = [*exchange.headers, ("X-Road-Client", str(CLIENT)),
-                   ("X-Road-Id", message_id), ("X-Road-Message-Kind", "rest")]
+                   ("X-Road-Id", message_id), ("X-Road-Message-Kind", "rest"),
+                   *(unsigned_headers or [])]
         if not omit_signature:
             headers += [(h.X_SIGNED_DOCUMENT, base64.b64encode(document).decode()),
                         (h.X_SIGNATURE, base64.b64encode(signature).decode())]
+        if sent_body is not None:
+            spooled = SpooledBody.from_bytes(sent_body)
         return await self.pool.request(self.server, method, target, headers, spooled, LIMITS,
                                        30.0)
 
@@ -88,162 +98,124 @@ class Peer:
         await self.pool.close()
         await self.signer.close()
 
+    async def __aenter__(self) -> Peer:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
 
 def code_of(response: PeerResponse) -> str | None:
     return response.header("X-Road-Error")
 
 
 async def test_honest_peer_is_served(exchange: Exchange) -> None:
-    peer = Peer(exchange)
-    try:
+    async with Peer(exchange) as peer:
         response = await peer.send("GET", exchange.rest_target(ECHO, "/x"))
-        assert response.status == 200, response.body.read_all()
-        assert response.header(h.X_SIGNATURE) is not None
-        assert response.header(h.X_REQUEST_HASH) is not None
-    finally:
-        await peer.close()
+    assert response.status == 200, response.body.read_all()
+    assert response.header(h.X_SIGNATURE) is not None
+    assert response.header(h.X_REQUEST_HASH) is not None
 
 
 async def test_tampered_signature_is_refused(exchange: Exchange) -> None:
-    peer = Peer(exchange)
-    try:
+    async with Peer(exchange) as peer:
         response = await peer.send("GET", exchange.rest_target(ECHO), tamper_signature=True)
-        assert code_of(response) in ("Server.ServerProxy.InvalidSignatureValue",
-                                     "Server.ServerProxy.MalformedSignature")
-    finally:
-        await peer.close()
+    assert code_of(response) in ("Server.ServerProxy.InvalidSignatureValue",
+                                 "Server.ServerProxy.MalformedSignature")
 
 
 async def test_document_not_matching_the_request_is_refused(exchange: Exchange) -> None:
-    peer = Peer(exchange)
-    try:
+    async with Peer(exchange) as peer:
         # signed for /public, sent to /admin: a valid signature over another request
         response = await peer.send("GET", exchange.rest_target(ECHO, "/admin"),
                                    signed_target=exchange.rest_target(ECHO, "/public"))
-        assert code_of(response) == "Server.ServerProxy.InvalidMessage"
-        assert "path" in json.loads(response.body.read_all())["message"]
-    finally:
-        await peer.close()
+    assert code_of(response) == "Server.ServerProxy.InvalidMessage"
+    assert "path" in json.loads(response.body.read_all())["message"]
 
 
 async def test_body_swapped_after_signing_is_refused(exchange: Exchange) -> None:
-    peer = Peer(exchange)
-    try:
-        spooled = SpooledBody.from_bytes(b"original")
-        message_id = str(uuid.uuid4())
-        pairs = [("X-Road-Client", str(CLIENT)), ("X-Road-Id", message_id)]
-        target = exchange.rest_target(ECHO, "/x")
-        request = parse_rest_request("POST", target, pairs)
-        document = documents.request_document(request, message_id, spooled, datetime.now(UTC))
-        signature = await peer.signer.sign(document)
-        headers = [*pairs, ("X-Road-Message-Kind", "rest"),
-                   (h.X_SIGNED_DOCUMENT, base64.b64encode(document).decode()),
-                   (h.X_SIGNATURE, base64.b64encode(signature).decode())]
-        response = await peer.pool.request(peer.server, "POST", target, headers,
-                                           SpooledBody.from_bytes(b"swapped!"), LIMITS, 30.0)
-        assert code_of(response) == "Server.ServerProxy.InvalidMessage"
-    finally:
-        await peer.close()
+    async with Peer(exchange) as peer:
+        response = await peer.send("POST", exchange.rest_target(ECHO, "/x"), b"original",
+                                   sent_body=b"swapped!")
+    assert code_of(response) == "Server.ServerProxy.InvalidMessage"
 
 
 async def test_missing_signature_is_refused(exchange: Exchange) -> None:
-    peer = Peer(exchange)
-    try:
+    async with Peer(exchange) as peer:
         response = await peer.send("GET", exchange.rest_target(ECHO), omit_signature=True)
-        assert code_of(response) == "Server.ServerProxy.MissingSignature"
-    finally:
-        await peer.close()
+    assert code_of(response) == "Server.ServerProxy.MissingSignature"
 
 
 async def test_signature_of_another_member_is_refused(exchange: Exchange) -> None:
-    peer = Peer(exchange, signer_member="COM.OTTA")  # OTTA's key claiming TOYONO's client
-    try:
+    # OTTA's key claiming TOYONO's client
+    async with Peer(exchange, signer_member="COM.OTTA") as peer:
         response = await peer.send("GET", exchange.rest_target(ECHO))
-        assert code_of(response) == "Server.ServerProxy.SignerMismatch"
-    finally:
-        await peer.close()
+    assert code_of(response) == "Server.ServerProxy.SignerMismatch"
 
 
 async def test_replayed_message_id_is_refused(exchange: Exchange) -> None:
-    peer = Peer(exchange)
-    try:
-        message_id = str(uuid.uuid4())
+    message_id = str(uuid.uuid4())
+    async with Peer(exchange) as peer:
         first = await peer.send("GET", exchange.rest_target(ECHO), message_id=message_id)
-        assert first.status == 200
         second = await peer.send("GET", exchange.rest_target(ECHO), message_id=message_id)
-        assert code_of(second) == "Server.ServerProxy.DuplicateMessageId"
-        assert second.status == 409
-    finally:
-        await peer.close()
+    assert first.status == 200
+    assert code_of(second) == "Server.ServerProxy.DuplicateMessageId"
+    assert second.status == 409
 
 
 async def test_replay_is_refused_after_provider_restart(exchange: Exchange) -> None:
-    peer = Peer(exchange)
     message_id = str(uuid.uuid4())
-    try:
+    async with Peer(exchange) as peer:
         first = await peer.send("GET", exchange.rest_target(ECHO), message_id=message_id)
-        assert first.status == 200
-    finally:
-        await peer.close()
+    assert first.status == 200
     exchange.restart_provider()
-    peer = Peer(exchange)
-    try:
+    async with Peer(exchange) as peer:
         again = await peer.send("GET", exchange.rest_target(ECHO), message_id=message_id)
-        assert code_of(again) == "Server.ServerProxy.DuplicateMessageId"
-    finally:
-        await peer.close()
+    assert code_of(again) == "Server.ServerProxy.DuplicateMessageId"
 
 
 async def test_old_signing_time_is_refused(exchange: Exchange) -> None:
-    peer = Peer(exchange)
-    try:
+    async with Peer(exchange) as peer:
         response = await peer.send("GET", exchange.rest_target(ECHO),
                                    signing_time=datetime.now(UTC) - timedelta(hours=2))
-        assert code_of(response) == "Server.ServerProxy.InvalidMessage"
-    finally:
-        await peer.close()
+    assert code_of(response) == "Server.ServerProxy.InvalidMessage"
 
 
 async def test_peer_not_in_directory_is_refused(exchange: Exchange) -> None:
     # a certificate of the right CA, but not the TLS certificate the directory lists
-    peer = Peer(exchange, key_name="log")
-    try:
+    async with Peer(exchange, key_name="log") as peer:
         response = await peer.send("GET", exchange.rest_target(ECHO))
-        assert code_of(response) == "Server.ServerProxy.SslAuthenticationFailed"
-    finally:
-        await peer.close()
+    assert code_of(response) == "Server.ServerProxy.SslAuthenticationFailed"
 
 
 async def test_no_right_and_unregistered_service(exchange: Exchange) -> None:
-    peer = Peer(exchange)
-    try:
+    async with Peer(exchange) as peer:
         denied = await peer.send("GET", exchange.rest_target(NO_RIGHT))
-        assert code_of(denied) == "Server.ServerProxy.AccessDenied"
         unknown = await peer.send("GET", exchange.rest_target(UNREGISTERED))
-        assert code_of(unknown) == "Server.ServerProxy.UnknownService"
-        assert unknown.status == 404
-    finally:
-        await peer.close()
+    assert code_of(denied) == "Server.ServerProxy.AccessDenied"
+    assert code_of(unknown) == "Server.ServerProxy.UnknownService"
+    assert unknown.status == 404
 
 
 async def test_header_added_after_signing_is_refused(exchange: Exchange) -> None:
-    peer = Peer(exchange)
-    try:
-        message_id = str(uuid.uuid4())
-        target = exchange.rest_target(ECHO)
-        pairs = [("X-Road-Client", str(CLIENT)), ("X-Road-Id", message_id)]
-        request = parse_rest_request("GET", target, pairs)
-        spooled = SpooledBody.from_bytes(b"")
-        document = documents.request_document(request, message_id, spooled, datetime.now(UTC))
-        signature = await peer.signer.sign(document)
-        headers = [*pairs, ("X-Road-UserId", "injected"),
-                   (h.X_SIGNED_DOCUMENT, base64.b64encode(document).decode()),
-                   (h.X_SIGNATURE, base64.b64encode(signature).decode())]
-        response = await peer.pool.request(peer.server, "GET", target, headers, spooled,
-                                           LIMITS, 30.0)
-        assert code_of(response) == "Server.ServerProxy.InvalidMessage"
-    finally:
-        await peer.close()
+    async with Peer(exchange) as peer:
+        response = await peer.send("GET", exchange.rest_target(ECHO),
+                                   unsigned_headers=[("X-Road-UserId", "injected")])
+    assert code_of(response) == "Server.ServerProxy.InvalidMessage"
+
+
+async def test_client_alias_from_a_peer_never_reaches_the_service(exchange: Exchange) -> None:
+    # signed or not, an underscore spelling of X-Road-Client is not passed on
+    async with Peer(exchange) as peer:
+        unsigned = await peer.send("GET", exchange.rest_target(ECHO),
+                                   unsigned_headers=[("X_Road_Client", "JP-DEV/GOV/X/Y")])
+        signed = await peer.send("GET", exchange.rest_target(ECHO),
+                                 extra_headers=[("X_Road_Client", "JP-DEV/GOV/X/Y")])
+    assert unsigned.status == 200, unsigned.body.read_all()
+    seen = json.loads(unsigned.body.read_all())["headers"]
+    assert seen["x-road-client"] == str(CLIENT) and "x_road_client" not in seen
+    assert signed.status == 200, signed.body.read_all()
+    assert "x_road_client" not in json.loads(signed.body.read_all())["headers"]
 
 
 def forged_signer(exchange: Exchange, kind: str) -> Signer:
@@ -292,25 +264,17 @@ async def test_forged_signing_certificates_are_refused(exchange: Exchange, kind:
         await peer.close()
 
 
-async def test_malformed_and_misdirected_signatures(exchange: Exchange) -> None:
-    peer = Peer(exchange)
-    try:
-        target = exchange.rest_target(ECHO)
-        message_id = str(uuid.uuid4())
-        pairs = [("X-Road-Client", str(CLIENT)), ("X-Road-Id", message_id)]
-        request = parse_rest_request("GET", target, pairs)
-        spooled = SpooledBody.from_bytes(b"")
-        document = documents.request_document(request, message_id, spooled, datetime.now(UTC))
-        other = await peer.signer.sign(document + b"x")  # a valid CMS over other content
-        for signature, code in ((b"\x30\x03\x02\x01\x01", "MalformedSignature"),
-                                (other, "DigestMismatch")):
-            headers = [*pairs, (h.X_SIGNED_DOCUMENT, base64.b64encode(document).decode()),
-                       (h.X_SIGNATURE, base64.b64encode(signature).decode())]
-            response = await peer.pool.request(peer.server, "GET", target, headers, spooled,
-                                               LIMITS, 30.0)
-            assert code_of(response) == f"Server.ServerProxy.{code}", response.body.read_all()
-    finally:
-        await peer.close()
+@pytest.mark.parametrize("signature,code", [
+    (b"\x30\x03\x02\x01\x01", "MalformedSignature"),
+    (None, "DigestMismatch"),  # a valid CMS signature over other content
+])
+async def test_malformed_and_misdirected_signatures(exchange: Exchange, signature: bytes | None,
+                                                    code: str) -> None:
+    async with Peer(exchange) as peer:
+        if signature is None:
+            signature = await peer.signer.sign(b"another document")
+        response = await peer.send("GET", exchange.rest_target(ECHO), signature=signature)
+    assert code_of(response) == f"Server.ServerProxy.{code}", response.body.read_all()
 
 
 async def test_server_port_requires_a_client_certificate(exchange: Exchange) -> None:
