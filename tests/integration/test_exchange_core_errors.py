@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import sqlite3
 import ssl
@@ -32,6 +33,7 @@ from exchange_harness import (
     running_exchange,
 )
 
+from secserver.demo.layout import NodeFiles
 from secserver.routing import headers as h
 from secserver.routing.body import SpooledBody
 from secserver.routing.directory import load_directory
@@ -159,20 +161,27 @@ def test_provider_unreachable(exchange: Exchange) -> None:
         exchange.provider = exchange.start_node(exchange.layout.otta)
 
 
-def test_logging_failure_fails_closed(exchange: Exchange) -> None:
-    database = exchange.config(exchange.layout.toyono).node.data_dir / "secserver.db"
+@contextlib.contextmanager
+def log_table_hidden(exchange: Exchange, node: NodeFiles) -> Iterator[None]:
+    """The node's message log table renamed away for a while: every append fails."""
+    database = exchange.config(node).node.data_dir / "secserver.db"
     connection = sqlite3.connect(database, timeout=30)
     try:
         connection.execute("ALTER TABLE log_records RENAME TO log_records_hidden")
         connection.commit()
-        answer = exchange.call("GET", exchange.rest_target(ECHO),
-                               headers={"X-Road-Id": "never-forwarded"})
-        assert answer.status == 500
-        assert answer.header("X-Road-Error") == "Server.ClientProxy.LoggingFailed"
+        yield
     finally:
         connection.execute("ALTER TABLE log_records_hidden RENAME TO log_records")
         connection.commit()
         connection.close()
+
+
+def test_logging_failure_fails_closed(exchange: Exchange) -> None:
+    with log_table_hidden(exchange, exchange.layout.toyono):
+        answer = exchange.call("GET", exchange.rest_target(ECHO),
+                               headers={"X-Road-Id": "never-forwarded"})
+    assert answer.status == 500
+    assert answer.header("X-Road-Error") == "Server.ClientProxy.LoggingFailed"
     provider_db = exchange.config(exchange.layout.otta).node.data_dir / "secserver.db"
     with sqlite3.connect(provider_db) as provider:
         seen = provider.execute("SELECT count(*) FROM log_records WHERE message_id = ?",
@@ -183,18 +192,10 @@ def test_logging_failure_fails_closed(exchange: Exchange) -> None:
 
 
 def test_provider_logging_failure_fails_closed(exchange: Exchange) -> None:
-    database = exchange.config(exchange.layout.otta).node.data_dir / "secserver.db"
-    connection = sqlite3.connect(database, timeout=30)
-    try:
-        connection.execute("ALTER TABLE log_records RENAME TO log_records_hidden")
-        connection.commit()
+    with log_table_hidden(exchange, exchange.layout.otta):
         answer = exchange.call("POST", exchange.rest_target(ECHO), body=b"x")
-        assert answer.status == 500
-        assert answer.header("X-Road-Error") == "Server.ServerProxy.LoggingFailed"
-    finally:
-        connection.execute("ALTER TABLE log_records_hidden RENAME TO log_records")
-        connection.commit()
-        connection.close()
+    assert answer.status == 500
+    assert answer.header("X-Road-Error") == "Server.ServerProxy.LoggingFailed"
     again = exchange.call("GET", exchange.rest_target(ECHO))
     assert again.status == 200, again.body
 
