@@ -240,6 +240,7 @@ class TamperingProvider:
         self.server_context.verify_mode = ssl.CERT_REQUIRED
         self.server_context.load_cert_chain(pki / "servers/COM.OTTA.SS1/tls.crt",
                                             pki / "servers/COM.OTTA.SS1/tls.key")
+        self.first: tuple[int, list[tuple[str, str]], bytes] | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         body = SpooledBody.from_bytes(await request.read())
@@ -260,7 +261,11 @@ class TamperingProvider:
         elif self.mode == "unsigned":
             out_headers = [(k, v) for k, v in out_headers
                            if k not in (h.X_SIGNATURE.lower(), h.X_SIGNED_DOCUMENT.lower())]
-        response = web.Response(status=answer.status, body=data)
+        status = answer.status
+        if self.mode == "stale":  # the first genuine answer, signed, for every request
+            self.first = self.first or (status, out_headers, data)
+            status, out_headers, data = self.first
+        response = web.Response(status=status, body=data)
         for name, value in out_headers:
             response.headers.add(name, value)
         return response
@@ -270,6 +275,7 @@ class TamperingProvider:
     ("body", "Server.ClientProxy.InconsistentResponse"),
     ("signature", "Server.ClientProxy.InvalidSignatureValue"),
     ("unsigned", "Server.ClientProxy.InconsistentResponse"),
+    ("stale", "Server.ClientProxy.InconsistentResponse"),  # signed, for another request
 ])
 async def test_tampered_responses_are_refused(exchange: Exchange, mode: str,
                                               expected: str) -> None:
@@ -290,6 +296,9 @@ async def test_tampered_responses_are_refused(exchange: Exchange, mode: str,
             {"SECSERVER_DIRECTORY_FILE": str(directory)})
         async with aiohttp.ClientSession() as session:
             url = f"http://127.0.0.1:{exchange.consumer_port}{exchange.rest_target(ECHO, '/t')}"
+            if mode == "stale":
+                async with session.get(url, headers={"X-Road-Client": str(CLIENT)}) as first:
+                    assert first.status == 200, await first.text()
             async with session.get(url, headers={"X-Road-Client": str(CLIENT)}) as answer:
                 assert answer.headers.get("X-Road-Error") == expected, await answer.text()
                 assert answer.status == 502
