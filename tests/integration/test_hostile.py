@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 
@@ -246,6 +247,26 @@ def test_underscore_spellings_cannot_pose_as_x_road_headers(exchange: Exchange,
     seen = json.loads(answer.body)["headers"]
     assert seen["x-road-client"] == str(CLIENT)
     assert not [k for k in seen if "_" in k], seen
+
+
+def test_slow_body_on_the_server_port_gets_408(exchange: Exchange) -> None:
+    # a peer with the right TLS certificate that trickles its body
+    pki = exchange.layout.pki
+    context = ssl.create_default_context(cafile=str(pki / "ca" / "ca.crt"))
+    context.check_hostname = False
+    context.load_cert_chain(pki / "servers/GOV.TOYONO.SS1/tls.crt",
+                            pki / "servers/GOV.TOYONO.SS1/tls.key")
+    request = (f"POST {exchange.rest_target(ECHO)} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               f"X-Road-Client: {CLIENT}\r\nX-Road-Id: slow-body\r\n"
+               "X-Road-Signed-Document: AAAA\r\nX-Road-Signature: AAAA\r\n"
+               "Content-Length: 1000\r\n\r\n").encode() + b"x" * 10
+    with socket.create_connection(("127.0.0.1", exchange.provider_server_port),
+                                  timeout=20) as plain, \
+            context.wrap_socket(plain) as sock:
+        sock.sendall(request)
+        answer = Raw(sock.recv(65536))
+    assert answer.status == 408, answer.body
+    assert answer.code == "Server.ServerProxy.RequestTimeout"
 
 
 def test_garbage_request_line_gets_coded_error(exchange: Exchange) -> None:
