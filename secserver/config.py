@@ -291,19 +291,25 @@ def _validate(config: NodeConfig, source: str, problems: list[str]) -> None:
                                     "does not exist")
 
 
+def read_toml(path: Path, source: str, what: str = "file") -> dict[str, Any]:
+    """A TOML file's contents, or ConfigError naming ``source`` (missing, unreadable,
+    not TOML)."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError([f"{source}: {what} not found"]) from exc
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read: {exc.strerror}"]) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{source}: not valid TOML: {exc}"]) from exc
+
+
 def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> NodeConfig:
     """Load and validate a node configuration, or raise ConfigError with every problem."""
     path = Path(path)
     env = os.environ if env is None else env
     source = str(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError([f"{source}: configuration file not found"]) from exc
-    except OSError as exc:
-        raise ConfigError([f"{source}: cannot read: {exc.strerror}"]) from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{source}: not valid TOML: {exc}"]) from exc
+    raw = read_toml(path, source, "configuration file")
     problems: list[str] = []
     base_dir = path.resolve().parent
     for key, value in raw.items():

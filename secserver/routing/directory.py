@@ -23,7 +23,6 @@ problem and raises ``ConfigError`` naming the file and key. The lookups are pure
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from secserver.config import read_toml
 from secserver.errors import ConfigError, InvalidIdentifier
 from secserver.identifiers import ClientId, ServerId
 
@@ -239,12 +239,4 @@ def load_directory(path: Path | str) -> Directory:
     """Load and validate a directory file, or raise ConfigError with every problem."""
     path = Path(path)
     source = f"directory {path}"
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError([f"{source}: file not found"]) from exc
-    except OSError as exc:
-        raise ConfigError([f"{source}: cannot read: {exc.strerror}"]) from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{source}: not valid TOML: {exc}"]) from exc
-    return parse_directory(raw, source, path.resolve().parent)
+    return parse_directory(read_toml(path, source), source, path.resolve().parent)
