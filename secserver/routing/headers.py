@@ -30,6 +30,10 @@ HOP_BY_HOP = frozenset({
     "proxy-connection", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
 })
 PROXY_SET = frozenset({"host", "content-length", "expect", "date", "server"})
+# Headers by which proxies tell a server who called it and as what host: a service behind
+# the provider node (its proxy) would believe the caller's values.
+FORWARDING = frozenset({"forwarded", "via", "x-real-ip"})
+FORWARDING_PREFIX = "x-forwarded-"
 # X-Road headers that are fields of the signed document or of the transport, never
 # passed on as ordinary headers.
 X_ROAD_FIELDS = frozenset(h.lower() for h in (
@@ -84,22 +88,23 @@ def _alias(lower: str, drop: frozenset[str]) -> bool:
     if "_" not in lower:
         return False
     dashed = lower.replace("_", "-")
-    return dashed in drop or dashed.startswith("x-road-")
+    return dashed in drop or dashed.startswith(("x-road-", FORWARDING_PREFIX))
 
 
 def end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The headers a proxy passes on: hop-by-hop, proxy-set and X-Road fields removed,
-    and underscore spellings of those and of any ``X-Road-*`` name.
+    """The headers a proxy passes on: hop-by-hop, proxy-set, forwarding (``Forwarded``,
+    ``X-Forwarded-*``, ...) and X-Road fields removed, and underscore spellings of those
+    and of any ``X-Road-*`` name.
 
     Names are lower-cased; order is kept. ``X-Road-UserId``, ``X-Road-Issue`` and
     ``X-Road-Data-Subject`` stay (they travel signed to the provider).
     """
     pairs = list(headers)
-    drop = HOP_BY_HOP | PROXY_SET | X_ROAD_FIELDS | connection_tokens(pairs)
+    drop = HOP_BY_HOP | PROXY_SET | FORWARDING | X_ROAD_FIELDS | connection_tokens(pairs)
     out: list[tuple[str, str]] = []
     for name, value in pairs:
         lower = name.lower()
-        if lower in drop or _alias(lower, drop):
+        if lower in drop or lower.startswith(FORWARDING_PREFIX) or _alias(lower, drop):
             continue
         out.append((lower, value))
     return out

@@ -333,14 +333,19 @@ def test_hop_by_hop_headers_are_not_forwarded(exchange: Exchange) -> None:
 
 @pytest.mark.parametrize("path", ["/@evil.example/x", "/%40evil.example:80/x", "/x?u=http://evil/"])
 def test_requests_cannot_steer_the_backend(exchange: Exchange, path: str) -> None:
-    answer = exchange.call("GET", exchange.rest_target(ECHO, path),
-                           headers={"X-Forwarded-Host": "evil.example"})
+    # forwarding headers too: a service behind a proxy (the provider node) takes them for
+    # the caller's address and the host it was called as (ProxyFix, trust proxy, ...)
+    forwarding = {"X-Forwarded-Host": "evil.example", "X-Forwarded-For": "10.0.0.1",
+                  "X-Forwarded-Proto": "https", "Forwarded": "for=10.0.0.1;host=evil",
+                  "X-Real-IP": "10.0.0.1", "X_Forwarded_For": "10.0.0.2"}
+    answer = exchange.call("GET", exchange.rest_target(ECHO, path), headers=forwarding)
     assert answer.status == 200, answer.body
     echo = echo_of(answer.body)
     assert isinstance(echo["path"], str) and echo["path"].startswith("/echo/")
     headers = echo["headers"]
     assert isinstance(headers, dict)
     assert headers["host"] == f"127.0.0.1:{exchange.backend_port}"
+    assert not [name for name in forwarding if name.lower() in headers], headers
 
 
 def test_serve_refuses_keys_that_do_not_fit_the_node(exchange: Exchange) -> None:

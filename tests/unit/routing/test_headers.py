@@ -25,6 +25,13 @@ def test_end_to_end_drops_underscore_aliases_of_dropped_and_x_road_headers() -> 
     assert h.end_to_end(pairs) == [("x_custom", "kept"), ("x-road-userid", "real")]
 
 
+def test_end_to_end_drops_forwarding_headers() -> None:
+    pairs = [("Forwarded", "for=1.2.3.4"), ("X-Forwarded-For", "1.2.3.4"),
+             ("X-Forwarded-Host", "evil"), ("X_Forwarded_Proto", "https"), ("Via", "1.1 p"),
+             ("X-Real-IP", "1.2.3.4"), ("X-Forwarding-Note", "kept")]
+    assert h.end_to_end(pairs) == [("x-forwarding-note", "kept")]
+
+
 def test_single() -> None:
     assert h.single([("A", "1")], "a") == "1"
     assert h.single({"B": "2"}, "a") is None
