@@ -97,7 +97,8 @@ def parse_head(head: bytes) -> tuple[int, list[tuple[str, str]], bool]:
     headers: list[tuple[str, str]] = []
     for line in lines[1:]:
         name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or any(c in name for c in " \t"):
+        if not sep or not name or name != name.strip() or any(c in name for c in " \t") \
+                or any(c in line for c in "\r\n\x00"):
             raise Broken(f"bad header line {line[:60]!r}")
         headers.append((name.lower(), value.strip(" \t")))
     tokens = {t.strip().lower() for k, v in headers if k == "connection" for t in v.split(",")}

@@ -21,7 +21,11 @@ def test_parse_head() -> None:
 @pytest.mark.parametrize("head", [b"THIS IS NOT HTTP", b"HTTP/1.1 2000 X", b"HTTP/2 200 OK",
                                   b"HTTP/1.1 200 OK\r\nNo colon here",
                                   b"HTTP/1.1 200 OK\r\n folded: header",
-                                  b"HTTP/1.1 200 OK\r\nBad Name: x"])
+                                  b"HTTP/1.1 200 OK\r\nBad Name: x",
+                                  # a bare LF, CR or NUL hides a second header in a value
+                                  b"HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 99",
+                                  b"HTTP/1.1 200 OK\r\nX-A: 1\rX-B: 2",
+                                  b"HTTP/1.1 200 OK\r\nX-A: 1\x00"])
 def test_malformed_heads(head: bytes) -> None:
     with pytest.raises(Broken):
         parse_head(head)
