@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import ipaddress
 import json
+import re
 import time
 import uuid
 from dataclasses import replace
@@ -93,8 +94,17 @@ def provider_servers(node: ExchangeNode, exchange: ExchangeRequest) -> tuple[Ser
     return servers
 
 
+RELAYED_CODE = re.compile(r"Server\.ServerProxy\.[A-Za-z0-9_.-]{1,100}")
+
+
 def relayed_error(response: PeerResponse, code: str) -> RelayedError:
-    """The provider's coded error, passed on with its code, message and detail."""
+    """The provider's coded error, passed on with its code, message and detail; a code
+    that is not the provider's own (``Server.ServerProxy.*``) is InconsistentResponse:
+    the error is unsigned, so a provider must not pose as this node or blame the caller."""
+    if not RELAYED_CODE.fullmatch(code):
+        return RelayedError("Server.ClientProxy.InconsistentResponse", 502,
+                            "the provider's security server answered an error with a code "
+                            "that is not a provider's", repr(code[:60]))
     text = response.body.read_all() if response.body.size <= 65536 else b""
     message, detail = "the provider's security server refused the request", None
     try:
@@ -111,7 +121,7 @@ def relayed_error(response: PeerResponse, code: str) -> RelayedError:
     except (ValueError, AttributeError, SecServerError):
         pass
     status = response.status if 400 <= response.status < 600 else 502
-    return RelayedError(code[:200], status, message[:1000],
+    return RelayedError(code, status, message[:1000],
                         detail[:1000] if isinstance(detail, str) else None)
 
 

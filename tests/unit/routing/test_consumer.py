@@ -62,5 +62,18 @@ def test_relayed_errors_keep_code_message_and_detail() -> None:
     relayed = relayed_error(PeerResponse(500, [], SpooledBody.from_bytes(fault)),
                             "Server.ServerProxy.InvalidMessage")
     assert (relayed.message, relayed.detail, relayed.http_status) == ("mismatch", "path", 500)
-    garbage = relayed_error(PeerResponse(200, [], SpooledBody.from_bytes(b"<<<")), "X.Y")
-    assert garbage.http_status == 502 and garbage.code == "X.Y"
+    garbage = relayed_error(PeerResponse(200, [], SpooledBody.from_bytes(b"<<<")),
+                            "Server.ServerProxy.X.Y")
+    assert garbage.http_status == 502 and garbage.code == "Server.ServerProxy.X.Y"
+
+
+@pytest.mark.parametrize("code", ["Client.InvalidRequest", "Server.ClientProxy.AccessDenied",
+                                  "X.Y", "Server.ServerProxy.", "Server.ServerProxy.A\nB",
+                                  "Server.ServerProxy." + "A" * 300])
+def test_a_provider_can_only_relay_provider_codes(code: str) -> None:
+    # the error is unsigned: a provider must not pose as the caller's own node or blame
+    # the caller's request
+    body = json.dumps({"type": code, "message": "m"}).encode()
+    relayed = relayed_error(PeerResponse(400, [], SpooledBody.from_bytes(body)), code)
+    assert relayed.code == "Server.ClientProxy.InconsistentResponse"
+    assert relayed.http_status == 502
