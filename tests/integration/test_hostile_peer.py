@@ -48,10 +48,11 @@ class Peer:
     """Plays TOYONO's security server, or a forger of it."""
 
     def __init__(self, exchange: Exchange, *, key_name: str = "tls",
-                 signer_member: str = "GOV.TOYONO", signer: Signer | None = None) -> None:
+                 server_dir: str = "GOV.TOYONO.SS1", signer_member: str = "GOV.TOYONO",
+                 signer: Signer | None = None) -> None:
         pki = exchange.layout.pki
         self.exchange = exchange
-        self.pool = PeerPool(tls_context(pki, "GOV.TOYONO.SS1", key_name=key_name))
+        self.pool = PeerPool(tls_context(pki, server_dir, key_name=key_name))
         self.signer = signer or Signer.from_files(
             pki / "members" / signer_member / "sign.crt",
             pki / "members" / signer_member / "sign.key", batch="off")
@@ -186,6 +187,14 @@ async def test_peer_not_in_directory_is_refused(exchange: Exchange) -> None:
     async with Peer(exchange, key_name="log") as peer:
         response = await peer.send("GET", exchange.rest_target(ECHO))
     assert code_of(response) == "Server.ServerProxy.SslAuthenticationFailed"
+
+
+async def test_listed_server_of_another_member_is_refused(exchange: Exchange) -> None:
+    # OTTA's own security server (listed, but serving OTTA only) speaking for TOYONO
+    async with Peer(exchange, server_dir="COM.OTTA.SS1") as peer:
+        response = await peer.send("GET", exchange.rest_target(ECHO))
+    assert code_of(response) == "Server.ServerProxy.SslAuthenticationFailed"
+    assert "does not serve" in json.loads(response.body.read_all())["message"]
 
 
 async def test_no_right_and_unregistered_service(exchange: Exchange) -> None:
