@@ -508,7 +508,7 @@ class LogWriter:
             def sign_and_insert(cursor: Any) -> None:  # on the database thread
                 cursor.execute(sql, (*row, signer(content)))
 
-            await self._db.run(sign_and_insert)
+            await self._db.run(sign_and_insert, single_statement=True)
         except Exception as exc:
             self._fail("cannot write a checkpoint", exc)
             return
@@ -599,7 +599,7 @@ class LogWriter:
             cursor.execute(sql, (last,))
             return list(cursor.fetchall())
 
-        rows = await self._db.run(read)
+        rows = await self._db.run(read, single_statement=True)
         records: list[AdminRecord] = []
         expected = self._last_admin_id + 1
         now = time.monotonic()

@@ -8,17 +8,22 @@ on a queue, the thread runs it with a cursor of its own connection (pysqlite or 
 opened through ``make_engine``, so SQLite runs in WAL with ``synchronous=FULL``), commits,
 and resolves the job's future with ``call_soon_threadsafe``: one hand-off each way.
 
+On PostgreSQL the connection is in autocommit mode: a job that is one statement
+(``execute``, and ``executemany`` of up to ``PG_MULTIROW_MAX`` rows into an
+``INSERT ... VALUES``, sent as one multi-row statement) is its own transaction and costs
+one round trip to the server; other jobs run between ``BEGIN`` and ``COMMIT``.
+
 Jobs run one at a time in the order they were submitted, so commit order is submission
-order. A job's future gets its result only after ``commit()`` returned (the commit is
-durable: SQLite ``synchronous=FULL``, PostgreSQL's default ``synchronous_commit``). A job
-that raises, or a commit that fails, is rolled back and its future gets
-``DatabaseWriteError``; a connection that cannot even roll back is dropped and the next
-job opens a new one (a database that went away and came back is picked up again).
+order. A job's future gets its result only once its transaction has committed (durably:
+SQLite ``synchronous=FULL``, PostgreSQL's default ``synchronous_commit``). A job that
+raises, or a commit that fails, is rolled back and its future gets ``DatabaseWriteError``;
+a connection that is broken or cannot even roll back is dropped and the next job opens a
+new one (a database that went away and came back is picked up again).
 
     db = CommitThread(url, name="log-writer-db")
     db.start()                               # in the event loop
     sql = db.insert_sql(table, ("a", "b"))   # the driver's placeholders
-    await db.executemany(sql, rows)         # or db.run(job): job(cursor) -> result
+    await db.executemany(sql, rows)          # or db.run(job): job(cursor) -> result
     await db.stop()
 """
 
@@ -63,12 +68,20 @@ def plain_url(engine: AsyncEngine) -> str:
     return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=False)
 
 
-class _Item(Generic[T]):
-    __slots__ = ("future", "job")
+PG_MAX_PARAMETERS = 65535  # per statement (the protocol counts them in 16 bits)
+PG_MULTIROW_MAX = 16
+"""Rows up to which one multi-row ``INSERT`` beats a pipelined ``executemany`` between
+``BEGIN`` and ``COMMIT`` (measured: 0.25 vs 0.51 ms for 1 row, 0.57 vs 0.70 ms for 10,
+1.78 vs 1.44 ms for 50 log-record rows, with psycopg 3.3 against a local server)."""
 
-    def __init__(self, job: Job[T], future: asyncio.Future[T]) -> None:
+
+class _Item(Generic[T]):
+    __slots__ = ("future", "job", "single")
+
+    def __init__(self, job: Job[T], future: asyncio.Future[T], single: bool) -> None:
         self.job = job
         self.future = future
+        self.single = single
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -124,23 +137,36 @@ class CommitThread:
         self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
         self._thread.start()
 
-    def run(self, job: Job[T]) -> asyncio.Future[T]:
-        """Queue ``job``; the future resolves once its transaction has committed."""
+    def run(self, job: Job[T], *, single_statement: bool = False) -> asyncio.Future[T]:
+        """Queue ``job``; the future resolves once its transaction has committed.
+
+        ``single_statement``: the job runs exactly one statement, which is atomic on its
+        own (no ``BEGIN``/``COMMIT`` round trips on PostgreSQL)."""
         if self._loop is None or self._closing or self._thread is None \
                 or not self._thread.is_alive():
             raise DatabaseWriteError(f"{self._name}: the database thread is not running")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put(_Item(job, future))
+        self._jobs.put(_Item(job, future, single_statement))
         return future
 
     def execute(self, sql: str, parameters: Sequence[Any]) -> asyncio.Future[None]:
         """One statement in a transaction of its own."""
         def job(cursor: Any) -> None:
             cursor.execute(sql, parameters)
-        return self.run(job)
+        return self.run(job, single_statement=True)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> asyncio.Future[None]:
-        """One statement for many rows, in one transaction."""
+        """One statement for many rows, in one transaction (all rows or none)."""
+        if not self._sqlite and 0 < len(rows) <= PG_MULTIROW_MAX \
+                and " VALUES (" in sql and sql.endswith(")"):
+            head, group = sql.rsplit(" VALUES ", 1)
+            statement = f"{head} VALUES {', '.join([group] * len(rows))}"
+            flat = [value for row in rows for value in row]
+
+            def one(cursor: Any) -> None:
+                cursor.execute(statement, flat)
+            return self.run(one, single_statement=True)
+
         def job(cursor: Any) -> None:
             cursor.executemany(sql, rows)
         return self.run(job)
@@ -182,13 +208,21 @@ class CommitThread:
                 try:
                     if raw is None:
                         raw = engine.raw_connection()
+                        if not self._sqlite:
+                            raw.dbapi_connection.autocommit = True
                     connection = raw.dbapi_connection
                     cursor = connection.cursor()
                     try:
-                        result = item.job(cursor)
+                        if self._sqlite:
+                            result = item.job(cursor)
+                            connection.commit()
+                        elif item.single:
+                            result = item.job(cursor)  # autocommit: durable once it returns
+                        else:
+                            with connection.transaction():
+                                result = item.job(cursor)
                     finally:
                         cursor.close()
-                    connection.commit()
                 except Exception as exc:
                     raw = self._rolled_back(raw)
                     error = DatabaseWriteError(f"{type(exc).__name__}: {exc}",
@@ -212,6 +246,8 @@ class CommitThread:
         if raw is None:
             return None
         try:
+            if getattr(raw.dbapi_connection, "broken", False):
+                raise ConnectionError("the connection is broken")
             raw.dbapi_connection.rollback()
         except Exception:
             with contextlib.suppress(Exception):

@@ -11,7 +11,7 @@ from postgres import create_database
 from sqlalchemy import text
 
 from secserver.db import migrate
-from secserver.db.committer import CommitThread, DatabaseWriteError
+from secserver.db.committer import PG_MULTIROW_MAX, CommitThread, DatabaseWriteError
 from secserver.db.engine import make_engine
 from secserver.routing.replay import seen_messages
 
@@ -46,6 +46,24 @@ async def test_jobs_commit_in_order_and_are_visible_when_awaited(migrated_url: s
             return int(cursor.fetchone()[0])
 
         assert await db.run(count) == 40
+    finally:
+        await db.stop()
+
+
+@pytest.mark.parametrize("size", [1, PG_MULTIROW_MAX, PG_MULTIROW_MAX + 1, 3000])
+async def test_batches_of_any_size_commit_whole_or_not_at_all(migrated_url: str,
+                                                              size: int) -> None:
+    db = CommitThread(migrated_url, name="test-db")
+    db.start()
+    try:
+        sql = db.insert_sql(seen_messages, COLUMNS)
+        rows = [("C", f"b{n}", float(n)) for n in range(size)]
+        await db.executemany(sql, rows)
+        with pytest.raises(DatabaseWriteError) as duplicate:
+            await db.executemany(sql, [*(("C", f"x{n}", -1.0) for n in range(size - 1)),
+                                       ("C", "b0", -2.0)])
+        assert duplicate.value.integrity
+        assert stored(migrated_url) == [(m, s) for _c, m, s in rows]  # none of the failed
     finally:
         await db.stop()
 
