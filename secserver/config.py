@@ -122,6 +122,9 @@ class LimitsSection:
     xml_max_depth: int = 64
     xml_max_elements: int = 10000
     backend_timeout: float = 30.0
+    # SOAP envelopes are parsed whole (lxml): a much smaller cap than for streamed bodies
+    # (the smaller of this and max_message_bytes applies)
+    max_soap_bytes: int = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -277,6 +280,10 @@ def _validate(config: NodeConfig, source: str, problems: list[str]) -> None:
     if config.log.checkpoint_interval <= 0 or config.log.checkpoint_records <= 0:
         problems.append(f"{source}: [log] checkpoint_interval and checkpoint_records must be "
                         "greater than zero")
+    limits = config.limits
+    if limits.max_soap_bytes < 1:
+        problems.append(f"{source}: [limits] max_soap_bytes: must be at least 1, "
+                        f"got {limits.max_soap_bytes}")
     if config.database.url and not config.database.url.startswith(("sqlite", "postgresql")):
         problems.append(f"{source}: [database] url: expected a sqlite:/// or postgresql:// URL")
     for section_name in SECTIONS:

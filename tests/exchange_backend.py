@@ -8,7 +8,8 @@
 * ``ANY /slow/{seconds}``: answers after a delay;
 * ``ANY /status/{code}``: answers that status with a JSON body;
 * ``POST /soap``: a SOAP response echoing the request's X-Road header; ``/soap-noecho``
-  answers without the header;
+  answers without the header; ``<pad xmlns="urn:test">N</pad>`` in the request adds N
+  bytes to the answer;
 * on port G, anything that connects gets bytes that are not HTTP, then a close; except
   ``/no-content-type``: a valid response without ``Content-Type``, delimited by the close;
   and ``/desync``: a valid response followed at once by a second, unasked-for one.
@@ -76,9 +77,12 @@ async def soap(request: web.Request) -> web.Response:
     header = envelope.find(f"{{{SOAP_ENV}}}Header")
     header_xml = etree.tostring(header).decode() \
         if header is not None and request.path == "/soap" else ""
+    # <pad xmlns="urn:test">N</pad> anywhere in the request: N more bytes in the answer
+    pad = envelope.findtext(".//{urn:test}pad")
+    padding = "p" * int(pad) if pad and pad.isdigit() else ""
     body = (f'<?xml version="1.0" encoding="UTF-8"?><SOAP-ENV:Envelope '
             f'xmlns:SOAP-ENV="{SOAP_ENV}">{header_xml}<SOAP-ENV:Body>'
-            '<echoResponse xmlns="urn:test">ok</echoResponse></SOAP-ENV:Body>'
+            f'<echoResponse xmlns="urn:test">ok{padding}</echoResponse></SOAP-ENV:Body>'
             '</SOAP-ENV:Envelope>')
     return web.Response(body=body.encode(), content_type="text/xml", charset="utf-8")
 

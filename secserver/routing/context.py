@@ -25,6 +25,7 @@ from secserver.routing.backend import BackendClient
 from secserver.routing.body import SpooledBody, spool
 from secserver.routing.directory import Directory
 from secserver.routing.errors import InvalidRequest, MessageTooLarge, qualified_code
+from secserver.routing.middleware import is_soap
 from secserver.routing.peer import PeerPool, ResponseLimits
 from secserver.routing.replay import ReplayGuard
 from secserver.signing.trust import TrustStore
@@ -65,21 +66,32 @@ class ExchangeNode:
 NODE_KEY = web.AppKey("secserver-exchange-node", ExchangeNode)
 
 
+def body_limit(request: web.BaseRequest, limits: LimitsSection) -> tuple[int, str]:
+    """The size limit for this request's body and what to call it: a SOAP envelope is
+    parsed whole, so it gets ``[limits] max_soap_bytes`` (when smaller)."""
+    if is_soap(request):
+        return min(limits.max_soap_bytes, limits.max_message_bytes), "SOAP envelope"
+    return limits.max_message_bytes, "request body"
+
+
 def precheck_length(request: web.BaseRequest, limits: LimitsSection) -> None:
     length = request.content_length
-    if length is not None and length > limits.max_message_bytes:
-        raise MessageTooLarge(f"the request body of {length} bytes is larger than the limit "
-                              f"of {limits.max_message_bytes} bytes")
+    max_bytes, what = body_limit(request, limits)
+    if length is not None and length > max_bytes:
+        raise MessageTooLarge(f"the {what} of {length} bytes is larger than the limit "
+                              f"of {max_bytes} bytes")
 
 
 async def read_request_body(request: web.BaseRequest, node: ExchangeNode) -> SpooledBody:
     """The request body, size-limited, within ``[limits] body_timeout``, hashed, spooled."""
     precheck_length(request, node.limits)
+    max_bytes, what = body_limit(request, node.limits)
     try:
         return await spool(request.content.iter_chunked(256 * 1024),
-                           max_bytes=node.limits.max_message_bytes,
+                           max_bytes=max_bytes,
                            threshold=node.limits.spool_threshold_bytes,
-                           spool_dir=node.spool_dir, deadline_s=node.limits.body_timeout)
+                           spool_dir=node.spool_dir, deadline_s=node.limits.body_timeout,
+                           what=what)
     except (ConnectionError, aiohttp.ClientError, HttpProcessingError) as exc:
         # the caller went away or broke the framing mid-body: nobody reads an answer
         raise InvalidRequest("the request body was cut off or malformed",

@@ -153,8 +153,11 @@ async def _serve(request: web.Request, node: ExchangeNode, peer: ServerEntry,
     url = service.backend_url if exchange.kind == "soap" \
         else backend_target(service.backend_url, exchange)
     timeout = service.timeout if service.timeout > 0 else node.limits.backend_timeout
+    limits = node.response_limits
+    if exchange.kind == "soap":  # parsed whole (lxml) to check it: the SOAP cap applies
+        limits = replace(limits, max_bytes=min(limits.max_bytes, node.limits.max_soap_bytes))
     response = await node.backend.forward(exchange.method, url, headers, body, timeout,
-                                          node.response_limits)
+                                          limits)
     try:
         if exchange.kind == "soap":
             _check_soap_response(node, exchange, response)

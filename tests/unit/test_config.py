@@ -82,3 +82,12 @@ def test_config_check_cli(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert '"ok": false' in result.output
     assert "port: expected 1-65535" in result.output
+
+
+def test_soap_limit(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL), env={})
+    assert config.limits.max_soap_bytes == 4 * 1024 * 1024
+    with pytest.raises(ConfigError,
+                       match=r"\[limits\] max_soap_bytes: must be at least 1, got 0"):
+        load_config(write(tmp_path, MINIMAL), env={"SECSERVER_LIMITS_MAX_SOAP_BYTES": "0"})
+

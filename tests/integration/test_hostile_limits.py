@@ -1,0 +1,80 @@
+"""Limits against hostile callers on real `secserver serve` processes: the SOAP envelope
+size cap (request and service response)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+
+import pytest
+from exchange_harness import CLIENT, ECHO, SOAP_ECHO, Exchange, running_exchange
+
+from secserver.routing.soap import SoapHeader, render_envelope
+
+MAX_SOAP_BYTES = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
+    env = {"SECSERVER_LIMITS_MAX_SOAP_BYTES": str(MAX_SOAP_BYTES),
+           "SECSERVER_LIMITS_MAX_HEADER_COUNT": "40"}
+    with running_exchange(tmp_path_factory.mktemp("limits"), env=env) as running:
+        yield running
+
+
+def envelope(body_xml: str, message_id: str) -> bytes:
+    return render_envelope(SoapHeader(CLIENT, SOAP_ECHO, message_id, "4.0"), body_xml)
+
+
+def exchange_raw(port: int, data: bytes, timeout: float = 20.0) -> bytes:
+    """Send ``data``, read until the server closes (every answer here closes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(data)
+        chunks = []
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def status_and_code(answer: bytes) -> tuple[int, str | None]:
+    head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    code = next((line.split(":", 1)[1].strip() for line in head[1:]
+                 if line.lower().startswith("x-road-error:")), None)
+    return int(head[0].split(" ")[1]), code
+
+
+# -- SOAP size cap --------------------------------------------------------------------
+
+def test_soap_envelope_over_the_soap_limit_is_message_too_large(exchange: Exchange) -> None:
+    big = envelope("<e xmlns=\"urn:test\">" + "x" * (MAX_SOAP_BYTES + 1000) + "</e>", "big1")
+    answer = exchange.call("POST", "/", headers={"Content-Type": "text/xml"}, body=big)
+    assert answer.status == 500  # SOAP faults are HTTP 500
+    assert answer.header("X-Road-Error") == "Client.MessageTooLarge"
+    assert b"<faultcode>Client.MessageTooLarge</faultcode>" in answer.body
+    # the same size streamed without Content-Length
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(big), big)
+    raw = exchange_raw(exchange.consumer_port,
+                       b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n"
+                       b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
+    assert status_and_code(raw) == (500, "Client.MessageTooLarge")
+    # a REST body of that size is fine: only XML is parsed whole
+    rest = exchange.call("POST", exchange.rest_target(ECHO), body=big,
+                         headers={"Content-Type": "application/octet-stream"})
+    assert rest.status == 200, rest.body
+    # and a SOAP envelope under the limit passes
+    small = exchange.call("POST", "/", headers={"Content-Type": "text/xml"},
+                          body=envelope("<e xmlns=\"urn:test\"/>", "small1"))
+    assert small.status == 200, small.body
+
+
+def test_service_soap_response_over_the_soap_limit_is_refused(exchange: Exchange) -> None:
+    request = envelope(f"<pad xmlns=\"urn:test\">{MAX_SOAP_BYTES + 1000}</pad>", "pad1")
+    answer = exchange.call("POST", "/", headers={"Content-Type": "text/xml"}, body=request)
+    assert answer.status == 500
+    assert answer.header("X-Road-Error") == "Server.ServerProxy.ServiceFailed.InvalidResponse"
+    fine = exchange.call("POST", "/", headers={"Content-Type": "text/xml"},
+                         body=envelope("<pad xmlns=\"urn:test\">1000</pad>", "pad2"))
+    assert fine.status == 200, fine.body
