@@ -9,6 +9,7 @@ the code, HTTP 500, and the same ``X-Road-Error`` header. Unexpected exceptions 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import structlog
@@ -86,9 +87,47 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(request, failure, side)
 
 
+_REQUEST_LINE = re.compile(rb"[A-Z]{3,10} [!-~]+ HTTP/")
+_LAST_REQUEST_LINE = re.compile(rb"(?:^|\n)([A-Z]{3,10}) ([!-~]+) HTTP/[0-9.]+\r?\n")
+_XML_CONTENT_TYPE = re.compile(rb"(?im)^content-type[ \t]*:[ \t]*text/xml\b")
+HEAD_SNIFF_BYTES = 16384
+
+
+def looks_like_soap_head(head: bytes) -> bool:
+    """Whether the last request head in ``head`` (raw bytes, possibly cut off or
+    malformed) is a SOAP call: ``POST /`` with a ``text/xml`` Content-Type."""
+    matches = list(_LAST_REQUEST_LINE.finditer(head))
+    if not matches:
+        return False
+    last = matches[-1]
+    if last.group(1) != b"POST" or last.group(2).split(b"?", 1)[0] != b"/":
+        return False
+    headers = head[last.end():].split(b"\r\n\r\n", 1)[0]
+    return _XML_CONTENT_TYPE.search(headers) is not None
+
+
 class _CodedRequestHandler(RequestHandler):
     """Answers HTTP-level failures (malformed request line or headers, header limits,
-    conflicting framing), which happen before any handler runs, with a coded error."""
+    conflicting framing), which happen before any handler runs, with a coded error:
+    a SOAP fault when the request can be recognised as SOAP (``POST /`` with a
+    ``text/xml`` Content-Type), else JSON.
+
+    aiohttp no longer has the request's head when it reports such a failure, so the
+    first bytes of the latest request head are kept (at most ``HEAD_SNIFF_BYTES``)."""
+
+    _head = b""
+
+    def data_received(self, data: bytes) -> None:
+        if _REQUEST_LINE.match(data):  # a request head starts (clients send it first)
+            self._head = data[:HEAD_SNIFF_BYTES]
+        elif len(self._head) < HEAD_SNIFF_BYTES:
+            self._head += data[:HEAD_SNIFF_BYTES - len(self._head)]
+        super().data_received(data)
+
+    def _is_soap(self, request: BaseRequest) -> bool:
+        if request.method == "UNKNOWN":  # aiohttp's stand-in for an unparsable request
+            return looks_like_soap_head(self._head)
+        return is_soap(request) and request.content_type == "text/xml"
 
     def handle_error(self, request: BaseRequest, status: int = 500,
                      exc: BaseException | None = None,
@@ -111,9 +150,18 @@ class _CodedRequestHandler(RequestHandler):
         code = qualified_code(error, side)
         if status < 500:
             log.info("exchange refused", code=code, reason=error.message, detail=error.detail)
-        body = json.dumps({"type": code, "message": error.message, "detail": error.detail})
-        response = web.Response(status=error.http_status, text=body,
-                                content_type="application/json", headers={h.X_ERROR: code})
+        response: web.Response
+        if self._is_soap(request):
+            response = web.Response(status=500,
+                                    body=render_fault(code, error.message, error.detail),
+                                    content_type="text/xml", charset="utf-8",
+                                    headers={h.X_ERROR: code})
+        else:
+            body = json.dumps({"type": code, "message": error.message,
+                               "detail": error.detail})
+            response = web.Response(status=error.http_status, text=body,
+                                    content_type="application/json",
+                                    headers={h.X_ERROR: code})
         response.force_close()
         return response
 

@@ -1,10 +1,12 @@
 """Limits against hostile callers on real `secserver serve` processes: the SOAP envelope
-size cap (request and service response)."""
+size cap (request and service response), and SOAP faults for requests refused at the HTTP
+level."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -78,3 +80,50 @@ def test_service_soap_response_over_the_soap_limit_is_refused(exchange: Exchange
     fine = exchange.call("POST", "/", headers={"Content-Type": "text/xml"},
                          body=envelope("<pad xmlns=\"urn:test\">1000</pad>", "pad2"))
     assert fine.status == 200, fine.body
+
+
+# -- SOAP faults for HTTP-level refusals ----------------------------------------------
+
+@pytest.mark.parametrize("extra", [
+    b"Content-Length: 3\r\nContent-Length: 5\r\n",  # ambiguous framing
+    b"".join(b"X-Filler-%d: %d\r\n" % (i, i) for i in range(60)),  # too many headers
+    b"X-Big: " + b"a" * 20000 + b"\r\n",  # a header line too long
+])
+def test_http_level_refusal_of_a_soap_call_is_a_soap_fault(exchange: Exchange,
+                                                           extra: bytes) -> None:
+    raw = exchange_raw(exchange.consumer_port,
+                       b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                       b"Content-Type: text/xml; charset=utf-8\r\n" + extra + b"\r\nabcde")
+    assert status_and_code(raw) == (500, "Client.InvalidRequest"), raw[:300]
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"content-type: text/xml" in head.lower()
+    assert b"<faultcode>Client.InvalidRequest</faultcode>" in body
+
+
+def test_http_level_refusal_of_a_soap_call_after_a_kept_alive_request(
+        exchange: Exchange) -> None:
+    first = (b"GET " + exchange.rest_target(ECHO).encode() + b" HTTP/1.1\r\n"
+             b"Host: 127.0.0.1\r\nX-Road-Client: " + str(CLIENT).encode() + b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", exchange.consumer_port), timeout=20) as sock:
+        sock.sendall(first)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        time.sleep(0.2)  # the rest of the first answer, if any, is read below
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n"
+                     b"Content-Length: 3\r\nContent-Length: 5\r\n\r\nabcde")
+        chunks = []
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+    rest = b"".join(chunks)
+    assert b"<faultcode>Client.InvalidRequest</faultcode>" in rest, rest[-400:]
+
+
+def test_http_level_refusal_of_other_calls_stays_json(exchange: Exchange) -> None:
+    raw = exchange_raw(exchange.consumer_port,
+                       b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                       b"\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde")
+    assert status_and_code(raw) == (400, "Client.InvalidRequest")
+    assert b'"type": "Client.InvalidRequest"' in raw

@@ -2,12 +2,18 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from lxml import etree
 
 from secserver.routing.errors import AccessDenied, InvalidXml
-from secserver.routing.middleware import CONTEXT, SIDE_KEY, error_middleware
+from secserver.routing.middleware import (
+    CONTEXT,
+    SIDE_KEY,
+    error_middleware,
+    looks_like_soap_head,
+)
 from secserver.routing.soap import SOAP_ENV
 
 
@@ -65,3 +71,21 @@ async def test_http_exceptions_become_coded() -> None:
     response = await run(request, web.HTTPNotFound())
     assert response.status == 404
     assert response.headers["X-Road-Error"] == "Client.InvalidRequest"
+
+
+@pytest.mark.parametrize("head,expected", [
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: text/xml; charset=utf-8\r\n", True),
+    (b"POST /?x=1 HTTP/1.1\r\ncontent-type:TEXT/XML\r\nX-Big: aaaa", True),
+    # the last request head on the connection decides
+    (b"GET /r1/x HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nContent-Type: text/xml\r\n", True),
+    (b"POST / HTTP/1.1\r\nContent-Type: text/xml\r\n\r\nGET / HTTP/1.1\r\n", False),
+    (b"POST / HTTP/1.1\r\nContent-Type: application/json\r\n", False),
+    (b"POST /r1/x HTTP/1.1\r\nContent-Type: text/xml\r\n", False),
+    (b"GET / HTTP/1.1\r\nContent-Type: text/xml\r\n", False),
+    # Content-Type in the body, not the head
+    (b"POST / HTTP/1.1\r\nHost: a\r\n\r\nContent-Type: text/xml\r\n", False),
+    (b"POST / HTTP/1.1\r\nX-Content-Type: text/xml\r\n", False),
+    (b"\x16\x03\x01 garbage", False),
+])
+def test_soap_head_is_recognised_from_raw_bytes(head: bytes, expected: bool) -> None:
+    assert looks_like_soap_head(head) is expected
