@@ -24,8 +24,17 @@ MAX_INSTANCE_LENGTH = 32
 _FORBIDDEN = frozenset("/\\%:;?#[]@!$&'()*+,=\"<>`{}|^ ")
 
 
+# Parts found valid before, with their length limit: every message parses and builds the
+# same few identifiers many times (about 26 part checks per call on each node). Bounded: a
+# flood of new names only stops the set from growing.
+_VALID_PARTS: set[tuple[str, int]] = set()
+_VALID_PARTS_MAX = 4096
+
+
 def validate_part(value: str, role: str, *, max_length: int = MAX_PART_LENGTH) -> str:
     """Return ``value`` if it is a valid identifier part, else raise naming ``role``."""
+    if isinstance(value, str) and (value, max_length) in _VALID_PARTS:
+        return value
     if not isinstance(value, str) or value == "":
         raise InvalidIdentifier(f"{role} is empty")
     if len(value) > max_length:
@@ -43,6 +52,8 @@ def validate_part(value: str, role: str, *, max_length: int = MAX_PART_LENGTH) -
                 f"{role} {value!r} contains the character {char!r} (U+{ord(char):04X}); "
                 "allowed are letters, digits, '-', '_', '.' and '~'"
             )
+    if len(_VALID_PARTS) < _VALID_PARTS_MAX:
+        _VALID_PARTS.add((value, max_length))
     return value
 
 

@@ -82,3 +82,32 @@ def test_url_decoding_is_strict() -> None:
 def test_rest_path_too_short() -> None:
     with pytest.raises(InvalidIdentifier, match="does not name a service"):
         parse_rest_service_path("JP-DEV/COM/OTTA")
+
+
+def test_validate_part_remembers_only_valid_parts_per_limit() -> None:
+    from secserver import identifiers
+
+    assert identifiers.validate_part("TOYONO-memo", "member code") == "TOYONO-memo"
+    assert ("TOYONO-memo", identifiers.MAX_PART_LENGTH) in identifiers._VALID_PARTS
+    assert identifiers.validate_part("TOYONO-memo", "member code") == "TOYONO-memo"
+    for bad in ("bad/part", "..", "", "a b"):
+        with pytest.raises(InvalidIdentifier):
+            identifiers.validate_part(bad, "member code")
+        assert (bad, identifiers.MAX_PART_LENGTH) not in identifiers._VALID_PARTS
+    long_part = "x" * 40  # valid within 64 characters, not within an instance's 32
+    assert identifiers.validate_part(long_part, "member code") == long_part
+    with pytest.raises(InvalidIdentifier, match="at most 32"):
+        identifiers.validate_part(long_part, "instance", max_length=32)
+
+
+def test_remembered_valid_parts_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from secserver import identifiers
+
+    monkeypatch.setattr(identifiers, "_VALID_PARTS", set())
+    monkeypatch.setattr(identifiers, "_VALID_PARTS_MAX", 3)
+    for n in range(10):
+        assert identifiers.validate_part(f"part{n}", "member code") == f"part{n}"
+    assert len(identifiers._VALID_PARTS) == 3
+    assert identifiers.validate_part("part9", "member code") == "part9"
+    with pytest.raises(InvalidIdentifier):
+        identifiers.validate_part("part 9", "member code")
