@@ -125,6 +125,8 @@ class LimitsSection:
     # SOAP envelopes are parsed whole (lxml): a much smaller cap than for streamed bodies
     # (the smaller of this and max_message_bytes applies)
     max_soap_bytes: int = 4 * 1024 * 1024
+    # open connections per listener (TLS handshakes included); more are closed at once
+    max_connections: int = 500
 
 
 @dataclass(frozen=True)
@@ -281,6 +283,9 @@ def _validate(config: NodeConfig, source: str, problems: list[str]) -> None:
         problems.append(f"{source}: [log] checkpoint_interval and checkpoint_records must be "
                         "greater than zero")
     limits = config.limits
+    if limits.max_connections < 1:
+        problems.append(f"{source}: [limits] max_connections: must be at least 1, "
+                        f"got {limits.max_connections}")
     if limits.max_soap_bytes < 1:
         problems.append(f"{source}: [limits] max_soap_bytes: must be at least 1, "
                         f"got {limits.max_soap_bytes}")

@@ -90,24 +90,144 @@ def allowed_hosts(listen_host: str, extra: tuple[str, ...] = ()) -> frozenset[st
     return frozenset(names)
 
 
-class _Site(web.TCPSite):
-    """A TCP site whose TLS handshakes must end within ``handshake_timeout`` seconds:
-    asyncio's default (60 s) let a client that never finishes one hold the connection
-    well past the request head deadline, which starts only after the handshake."""
+class ConnectionCap:
+    """At most ``limit`` open connections on one listener, TLS handshakes included.
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, *,
-                 ssl_context: ssl.SSLContext | None, handshake_timeout: float) -> None:
-        super().__init__(runner, host, port, ssl_context=ssl_context, reuse_address=True)
+    The site's accept loop asks ``admit`` before taking a connection: beyond the cap it
+    is closed at once, before any TLS handshake. A burst of refusals is logged once
+    (when the first is refused) and once more when accepting resumes.
+    """
+
+    def __init__(self, listener: str, limit: int) -> None:
+        self.listener = listener
+        self.limit = limit
+        self.pending = 0  # accepted, transport not yet set up (TLS handshake)
+        self._transports: set[asyncio.BaseTransport] = set()
+        self._refused = 0
+
+    def open_count(self) -> int:
+        self._transports = {t for t in self._transports if not t.is_closing()}
+        return self.pending + len(self._transports)
+
+    def admit(self) -> bool:
+        if self.open_count() >= self.limit:
+            if self._refused == 0:
+                log.warning("connection limit reached: closing new connections",
+                            listener=self.listener, max_connections=self.limit)
+            self._refused += 1
+            return False
+        if self._refused:
+            log.info("accepting connections again", listener=self.listener,
+                     refused=self._refused)
+            self._refused = 0
+        self.pending += 1
+        return True
+
+    def established(self, transport: asyncio.BaseTransport | None) -> None:
+        self.pending -= 1
+        if transport is not None:
+            self._transports.add(transport)
+
+
+def _listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound, listening, non-blocking sockets for every address of ``host``."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(128)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class _Site(web.BaseSite):
+    """A site on one listening socket with its own accept loop, so that
+
+    * connections beyond ``[limits] max_connections`` are closed before any TLS handshake
+      (the event loop's server would hand them on unasked);
+    * TLS handshakes must end within ``handshake_timeout`` seconds: asyncio's default
+      (60 s) let a client that never finishes one hold the connection well past the
+      request head deadline, which starts only after the handshake.
+    """
+
+    def __init__(self, runner: web.AppRunner, sock: socket.socket, *,
+                 ssl_context: ssl.SSLContext | None, handshake_timeout: float,
+                 cap: ConnectionCap) -> None:
+        super().__init__(runner, ssl_context=ssl_context)
+        self._sock = sock
         self._handshake_timeout = handshake_timeout
+        self._cap = cap
+        self._accepting: asyncio.Task[None] | None = None
+        self._connecting: set[asyncio.Task[None]] = set()
+        host, port = sock.getsockname()[:2]
+        scheme = "https" if ssl_context else "http"
+        self._name = f"{scheme}://{host}:{port}"
+
+    @property
+    def name(self) -> str:
+        return self._name
 
     async def start(self) -> None:
-        await web.BaseSite.start(self)  # registers the site with its runner
+        await super().start()  # registers the site with its runner
+        self._accepting = asyncio.create_task(self._accept_loop())
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(self._sock)
+            except OSError as exc:  # e.g. out of file descriptors: try again shortly
+                log.warning("accept failed", listener=self._cap.listener,
+                            error=exc.strerror or type(exc).__name__)
+                await asyncio.sleep(0.1)
+                continue
+            if not self._cap.admit():
+                conn.close()
+                continue
+            task = asyncio.create_task(self._connect(conn))
+            self._connecting.add(task)
+            task.add_done_callback(self._connecting.discard)
+
+    async def _connect(self, conn: socket.socket) -> None:
         server = self._runner.server
         assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
-            server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
-            reuse_address=self._reuse_address,
-            ssl_handshake_timeout=self._handshake_timeout if self._ssl_context else None)
+        transport: asyncio.BaseTransport | None = None
+        try:
+            transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
+                server, conn, ssl=self._ssl_context,
+                ssl_handshake_timeout=self._handshake_timeout if self._ssl_context else None)
+        except (OSError, TimeoutError):
+            conn.close()  # a failed or abandoned handshake: nothing to answer
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        except Exception as exc:  # keep accepting whatever one connection did
+            conn.close()
+            log.info("connection setup failed", listener=self._cap.listener,
+                     error=type(exc).__name__)
+        finally:
+            self._cap.established(transport)
+
+    async def stop(self) -> None:
+        if self._accepting is not None:
+            self._accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+        for task in list(self._connecting):
+            task.cancel()
+        self._sock.close()
+        self._runner._unreg_site(self)
 
 
 def _require(value: Path | None, key: str, problems: list[str]) -> Path:
@@ -271,13 +391,15 @@ class Node:
             use_coded_errors(runner.server, "ClientProxy" if side == "ClientProxy"
                              else "ServerProxy")
         self.runners.append(runner)
-        site = _Site(runner, host, port, ssl_context=ssl_context,
-                     handshake_timeout=limits.header_timeout)
+        name = {"ClientProxy": "client", "ServerProxy": "server"}.get(
+            str(app.get(SIDE_KEY)), "admin")
+        cap = ConnectionCap(name, limits.max_connections)  # shared by the host's addresses
         try:
-            await site.start()
+            for sock in _listening_sockets(host, port):
+                site = _Site(runner, sock, ssl_context=ssl_context,
+                             handshake_timeout=limits.header_timeout, cap=cap)
+                await site.start()
         except OSError as exc:
-            name = {"ClientProxy": "client", "ServerProxy": "server"}.get(
-                str(app.get(SIDE_KEY)), "admin")
             raise ConfigError([f"[{name}] port: cannot listen on {host}:{port}: "
                                f"{exc.strerror or exc}"]) from exc
 

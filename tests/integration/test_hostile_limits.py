@@ -1,6 +1,6 @@
-"""Limits against hostile callers on real `secserver serve` processes: the SOAP envelope
-size cap (request and service response), and SOAP faults for requests refused at the HTTP
-level."""
+"""Limits against hostile callers on real `secserver serve` processes: open connections
+per listener, the SOAP envelope size cap (request and service response), and SOAP faults
+for requests refused at the HTTP level."""
 
 from __future__ import annotations
 
@@ -10,18 +10,24 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from exchange_harness import CLIENT, ECHO, SOAP_ECHO, Exchange, running_exchange
+from exchange_harness import CLIENT, ECHO, SOAP_ECHO, Exchange, running_exchange, wait_until
 
 from secserver.routing.soap import SoapHeader, render_envelope
 
 MAX_SOAP_BYTES = 64 * 1024
+MAX_CONNECTIONS = 4
+PROVIDER_MAX_CONNECTIONS = 6
 
 
 @pytest.fixture(scope="module")
 def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
     env = {"SECSERVER_LIMITS_MAX_SOAP_BYTES": str(MAX_SOAP_BYTES),
            "SECSERVER_LIMITS_MAX_HEADER_COUNT": "40"}
-    with running_exchange(tmp_path_factory.mktemp("limits"), env=env) as running:
+    with running_exchange(tmp_path_factory.mktemp("limits"), env=env,
+                          consumer_env={"SECSERVER_LIMITS_MAX_CONNECTIONS":
+                                        str(MAX_CONNECTIONS)},
+                          provider_env={"SECSERVER_LIMITS_MAX_CONNECTIONS":
+                                        str(PROVIDER_MAX_CONNECTIONS)}) as running:
         yield running
 
 
@@ -127,3 +133,72 @@ def test_http_level_refusal_of_other_calls_stays_json(exchange: Exchange) -> Non
                        b"\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde")
     assert status_and_code(raw) == (400, "Client.InvalidRequest")
     assert b'"type": "Client.InvalidRequest"' in raw
+
+
+# -- open connections per listener ----------------------------------------------------
+
+def _closed_by_server(sock: socket.socket, timeout: float) -> bool:
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def _served(exchange: Exchange) -> bool:
+    try:
+        return exchange.call("GET", exchange.rest_target(ECHO), timeout=5).status == 200
+    except OSError:
+        return False
+
+
+def test_connections_beyond_the_cap_are_closed(exchange: Exchange) -> None:
+    port = exchange.consumer_port
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5)
+            for _ in range(MAX_CONNECTIONS)]
+    extra: list[socket.socket] = []
+    try:
+        time.sleep(0.5)  # the node has accepted them
+        for _ in range(3):  # one burst
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            extra.append(sock)
+            assert _closed_by_server(sock, 3.0)
+        # the connections within the cap still work
+        request = (b"GET " + exchange.rest_target(ECHO).encode() + b" HTTP/1.1\r\n"
+                   b"Host: 127.0.0.1\r\nX-Road-Client: " + str(CLIENT).encode()
+                   + b"\r\nConnection: close\r\n\r\n")
+        idle[0].sendall(request)
+        assert idle[0].recv(65536).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in idle + extra:
+            sock.close()
+    # once they are gone, new connections are served again
+    wait_until(lambda: _served(exchange), timeout=10)
+    log = exchange.node_log(exchange.consumer)
+    assert log.count("connection limit reached") == 1, log[-2000:]
+    resumed = [line for line in log.splitlines() if "accepting connections again" in line]
+    assert resumed and "refused=3" in resumed[-1], resumed
+
+
+def test_connections_beyond_the_cap_on_the_tls_server_port_are_closed_before_tls(
+        exchange: Exchange) -> None:
+    """The cap counts connections still in their TLS handshake, and refuses more
+    before reading a byte (a waiting ClientHello would otherwise hold each one)."""
+    opened: list[socket.socket] = []
+    refused = False
+    try:
+        for _ in range(PROVIDER_MAX_CONNECTIONS + 4):  # the consumer's pool may hold some
+            sock = socket.create_connection(("127.0.0.1", exchange.provider_server_port),
+                                            timeout=5)
+            opened.append(sock)
+            if _closed_by_server(sock, 0.5):  # no ClientHello was ever sent
+                refused = True
+                break
+    finally:
+        for sock in opened:
+            sock.close()
+    assert refused
+    log = exchange.node_log(exchange.provider)
+    assert "connection limit reached" in log and "listener=server" in log, log[-2000:]

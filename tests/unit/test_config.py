@@ -91,3 +91,10 @@ def test_soap_limit(tmp_path: Path) -> None:
                        match=r"\[limits\] max_soap_bytes: must be at least 1, got 0"):
         load_config(write(tmp_path, MINIMAL), env={"SECSERVER_LIMITS_MAX_SOAP_BYTES": "0"})
 
+
+def test_connection_limit(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL), env={})
+    assert config.limits.max_connections == 500
+    with pytest.raises(ConfigError,
+                       match=r"\[limits\] max_connections: must be at least 1, got 0"):
+        load_config(write(tmp_path, MINIMAL), env={"SECSERVER_LIMITS_MAX_CONNECTIONS": "0"})
