@@ -53,7 +53,9 @@ def idle_frames() -> frozenset[str]:
     for module, function, path, needle in (
             ("aiosqlite.core", "_connection_worker_thread", "aiosqlite/core.py", "tx.get()"),
             ("concurrent.futures.thread", "_worker", "concurrent/futures/thread.py",
-             "work_queue.get(block=True)")):
+             "work_queue.get(block=True)"),
+            ("secserver.db.committer", "CommitThread._serve", "secserver/db/committer.py",
+             "self._jobs.get()")):
         line = _line_of(module, needle)
         if line is not None:
             frames.add(f"{function} ({path}:{line})")
