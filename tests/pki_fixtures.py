@@ -7,6 +7,8 @@
 ``dev_tsa`` (session): URL of a ``secserver tsa serve`` process on 127.0.0.1 using ``dev_pki``.
 ``start_tsa(directory)``: context manager running a TSA process; yields ``TsaProcess``.
 ``make_ca`` / ``make_leaf``: certificates with chosen validity and profile (negative tests).
+``ca_fixture`` gives ``ca`` (module): a fresh ``make_ca()``; ``trust_fixture`` gives ``trust``
+(module): a trust store anchored at ``ca``.
 """
 
 from __future__ import annotations
@@ -135,3 +137,18 @@ def make_leaf(ca: Issued, subject: x509.Name, profile: Profile = "sign", *,
                              issuer=ca.cert, profile=profile, not_before=not_before,
                              not_after=not_after)
     return Issued(key, cert)
+
+
+# Imported as ``ca_fixture``/``trust_fixture`` and requested as ``ca``/``trust``, so a test's
+# ``ca`` argument does not shadow an import.
+
+@pytest.fixture(scope="module", name="ca")
+def ca_fixture() -> Issued:
+    """A fresh test CA (``make_ca()``) per test module."""
+    return make_ca()
+
+
+@pytest.fixture(scope="module", name="trust")
+def trust_fixture(ca: Issued) -> TrustStore:
+    """A trust store anchored at ``ca`` only."""
+    return TrustStore([ca.cert])

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pki_fixtures import Issued, make_ca, make_leaf
+from pki_fixtures import Issued, ca_fixture, make_ca, make_leaf, trust_fixture  # noqa: F401
 from pyasn1.codec.der import decoder, encoder
 from pyasn1_modules import rfc5652
 
@@ -32,16 +32,6 @@ TOYONO = ClientId("JP-DEV", "GOV", "TOYONO")
 OTTA = ClientId("JP-DEV", "COM", "OTTA")
 ELDERCARE = ClientId("JP-DEV", "GOV", "TOYONO", "ELDERCARE")
 DOC = b"secserver-signed-document: 1\nmessage-id: x\n"
-
-
-@pytest.fixture(scope="module")
-def ca() -> Issued:
-    return make_ca()
-
-
-@pytest.fixture(scope="module")
-def trust(ca: Issued) -> TrustStore:
-    return TrustStore([ca.cert])
 
 
 @pytest.fixture(scope="module", params=["ec", "rsa", "rsa-pss"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pki_fixtures import Issued, make_ca, make_leaf
+from pki_fixtures import Issued, ca_fixture, make_ca, make_leaf, trust_fixture  # noqa: F401
 
 from secserver.config import load_config
 from secserver.identifiers import ClientId
@@ -40,16 +40,6 @@ ASSETS = Path(__file__).parents[2] / "assets" / "signing"
 NOW = datetime(2030, 6, 1, tzinfo=UTC)
 TOYONO = ClientId("JP-DEV", "GOV", "TOYONO")
 ELDERCARE = ClientId("JP-DEV", "GOV", "TOYONO", "ELDERCARE")
-
-
-@pytest.fixture(scope="module")
-def ca() -> Issued:
-    return make_ca()
-
-
-@pytest.fixture(scope="module")
-def trust(ca: Issued) -> TrustStore:
-    return TrustStore([ca.cert])
 
 
 @pytest.fixture(scope="module")

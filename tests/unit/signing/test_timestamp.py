@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pki_fixtures import Issued, make_ca, make_leaf
+from pki_fixtures import Issued, ca_fixture, make_ca, make_leaf, trust_fixture  # noqa: F401
 from pyasn1.codec.der import decoder
 from pyasn1_modules import rfc3161
 
@@ -41,16 +41,6 @@ from secserver.signing.tsa import DEV_POLICY, DevTsa, SerialStore
 
 NOW = datetime(2030, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
 DATA = b"checkpoint 17: root ... head ..."
-
-
-@pytest.fixture(scope="module")
-def ca() -> Issued:
-    return make_ca()
-
-
-@pytest.fixture(scope="module")
-def trust(ca: Issued) -> TrustStore:
-    return TrustStore([ca.cert])
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from pki_fixtures import Issued, make_ca, make_leaf
+from pki_fixtures import Issued, ca_fixture, make_ca, make_leaf  # noqa: F401
 
 from secserver.identifiers import ClientId
 from secserver.signing.errors import (
@@ -25,11 +25,6 @@ from secserver.signing.trust import Purpose, TrustStore
 
 NOW = datetime(2030, 6, 1, tzinfo=UTC)
 MEMBER = member_subject(ClientId("JP-DEV", "GOV", "TOYONO"))
-
-
-@pytest.fixture(scope="module")
-def ca() -> Issued:
-    return make_ca()
 
 
 def test_valid_chain_and_cache(ca: Issued) -> None:
