@@ -149,6 +149,23 @@ def record_event(session: Session, actor: str, now: datetime, action: str, obj: 
     session.flush()
 
 
+def record_update(session: Session, actor: str, now: datetime | None, action: str, obj: str,
+                  before: Json, after: Json) -> Json:
+    """Record the admin event of an update if it changed anything; return ``after``."""
+    if after != before:
+        record_event(session, actor, utc(now), action, obj, before, after)
+    return after
+
+
+def delete_row(session: Session, actor: str, now: datetime | None, action: str, obj: str,
+               row: Base, before: Json) -> Json:
+    """Delete ``row``, record its removal (``before``: its view) and return ``before``."""
+    session.delete(row)
+    session.flush()
+    record_event(session, actor, utc(now), action, obj, before, None)
+    return before
+
+
 def registry_version(session: Session) -> int:
     """The current change counter."""
     value = session.execute(select(m.RegistryVersion.version)

@@ -13,11 +13,13 @@ from secserver.acl.registry.changes import (
     Json,
     RegistryError,
     choices,
+    delete_row,
     exists,
     idempotent,
     in_use,
     insert,
     record_event,
+    record_update,
     transaction,
     unknown,
     utc,
@@ -61,10 +63,8 @@ def update_group(session: Session, actor: str, code: str, description: str, *,
         before = group_json(session, row)
         row.description = description
         session.flush()
-        after = group_json(session, row)
-        if after != before:
-            record_event(session, actor, utc(now), "group.update", code, before, after)
-        return after
+        return record_update(session, actor, now, "group.update", code, before,
+                             group_json(session, row))
 
 
 def list_groups(session: Session) -> list[Json]:
@@ -91,10 +91,7 @@ def remove_group(session: Session, actor: str, code: str, *,
                 m.GroupMember.group_id == row.id)).scalars():
             session.delete(member)
         session.flush()
-        session.delete(row)
-        session.flush()
-        record_event(session, actor, utc(now), "group.remove", code, before, None)
-        return before
+        return delete_row(session, actor, now, "group.remove", code, row, before)
 
 
 def _add_group_member(session: Session, actor: str, at: datetime, code: str,

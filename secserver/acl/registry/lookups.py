@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from secserver.acl import models as m
 from secserver.acl.paths import InvalidPath, normalise_method, normalise_pattern
-from secserver.acl.registry.changes import Json, RegistryError, choices, unknown
+from secserver.acl.registry.changes import Json, RegistryError, choices, in_use, unknown
 from secserver.db.base import Base
 from secserver.identifiers import ClientId, ServiceId
 
@@ -40,15 +40,15 @@ def count(session: Session, model: type[Base], *where: ColumnElement[bool]) -> i
                .scalar_one())
 
 
-def kept_consents(session: Session, *where: ColumnElement[bool]) -> str:
-    """Why consents matching ``where`` block a removal ('' when there are none): they stay
+def refuse_kept_consents(session: Session, what: str, *where: ColumnElement[bool]) -> None:
+    """Refuse removing ``what`` (e.g. ``member X``) while consents match ``where``: they stay
     on record as evidence, also once revoked, and refer to the client and service."""
     total = count(session, m.Consent, *where)
     if not total:
-        return ""
+        return
     unrevoked = count(session, m.Consent, *where, m.Consent.revoked_at.is_(None))
-    return (f"{total} consent(s) ({unrevoked} unrevoked), and consents stay on record as "
-            "evidence even when revoked, so it cannot be removed")
+    raise in_use(f"{what} has {total} consent(s) ({unrevoked} unrevoked), and consents stay "
+                 "on record as evidence even when revoked, so it cannot be removed")
 
 
 def require_subsystem_id(client: ClientId) -> None:

@@ -11,19 +11,21 @@ from secserver.acl import models as m
 from secserver.acl.registry.changes import (
     Json,
     RegistryError,
+    delete_row,
     exists,
     in_use,
     insert,
     record_event,
+    record_update,
     transaction,
     utc,
 )
 from secserver.acl.registry.lookups import (
     count,
     find_member,
-    kept_consents,
     member_json,
     parse_client,
+    refuse_kept_consents,
     require_member,
     subsystem_json,
 )
@@ -57,11 +59,8 @@ def update_member(session: Session, actor: str, member: ClientId | str, name: st
         before = member_json(row)
         row.name = name
         session.flush()
-        after = member_json(row)
-        if after != before:
-            record_event(session, actor, utc(now), "member.update", str(client.member),
-                         before, after)
-        return after
+        return record_update(session, actor, now, "member.update", str(client.member), before,
+                             member_json(row))
 
 
 def list_members(session: Session) -> list[Json]:
@@ -94,14 +93,9 @@ def remove_member(session: Session, actor: str, member: ClientId | str, *,
         if subsystems:
             raise in_use(f"member {client} still has subsystems {', '.join(subsystems)}; "
                          "remove them first")
-        consents = kept_consents(session, m.Consent.client_member_id == row.id)
-        if consents:
-            raise in_use(f"member {client} has {consents}")
+        refuse_kept_consents(session, f"member {client}", m.Consent.client_member_id == row.id)
         rights = count(session, m.Right, m.Right.subject_member_id == row.id)
         if rights:
             raise in_use(f"member {client} still holds {rights} right(s); revoke them first")
-        before = member_json(row)
-        session.delete(row)
-        session.flush()
-        record_event(session, actor, utc(now), "member.remove", str(client), before, None)
-        return before
+        return delete_row(session, actor, now, "member.remove", str(client), row,
+                          member_json(row))

@@ -19,6 +19,7 @@ from secserver.acl.registry.changes import (
     Json,
     RegistryError,
     choices,
+    delete_row,
     idempotent,
     insert,
     iso,
@@ -158,12 +159,9 @@ def revoke(session: Session, actor: str, subject: str, service: ServiceId | str,
                 f"endpoint {endpoint.method} {endpoint.path}"
             raise unknown(f"{subject} holds no right on {what} of {service_id}; "
                           f"{choices(held, 'rights of this subject on the service')}")
-        before = rights_json(session, [existing])[0]
-        session.delete(existing)
-        session.flush()
-        record_event(session, actor, utc(now), "right.revoke",
-                     f"{subject} -> {_target(service_id, endpoint)}", before, None)
-        return before
+        return delete_row(session, actor, now, "right.revoke",
+                          f"{subject} -> {_target(service_id, endpoint)}", existing,
+                          rights_json(session, [existing])[0])
 
 
 def show_right(session: Session, right_id: int) -> Json:

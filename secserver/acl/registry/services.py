@@ -13,10 +13,12 @@ from secserver.acl import models as m
 from secserver.acl.registry.changes import (
     Json,
     RegistryError,
+    delete_row,
     exists,
     in_use,
     insert,
     record_event,
+    record_update,
     transaction,
     utc,
 )
@@ -26,9 +28,9 @@ from secserver.acl.registry.lookups import (
     endpoint_json,
     find_endpoint,
     find_service,
-    kept_consents,
     parse_client,
     parse_service,
+    refuse_kept_consents,
     require_endpoint,
     require_service,
     require_subsystem,
@@ -88,11 +90,8 @@ def update_service(session: Session, actor: str, service: ServiceId | str, *,
             row.log_body = log_body
         _check_fields(row.backend_url, row.timeout, row.log_body)
         session.flush()
-        after = service_json(row, service_id)
-        if after != before:
-            record_event(session, actor, utc(now), "service.update", str(service_id), before,
-                         after)
-        return after
+        return record_update(session, actor, now, "service.update", str(service_id), before,
+                             service_json(row, service_id))
 
 
 def list_services(session: Session, *, provider: ClientId | str | None = None) -> list[Json]:
@@ -119,9 +118,7 @@ def remove_service(session: Session, actor: str, service: ServiceId | str, *,
     service_id = parse_service(service)
     with transaction(session):
         row = require_service(session, service_id)
-        consents = kept_consents(session, m.Consent.service_id == row.id)
-        if consents:
-            raise in_use(f"service {service_id} has {consents}")
+        refuse_kept_consents(session, f"service {service_id}", m.Consent.service_id == row.id)
         rights = count(session, m.Right, m.Right.service_id == row.id)
         if rights:
             raise in_use(f"service {service_id} still has {rights} right(s); revoke them first")
@@ -132,11 +129,7 @@ def remove_service(session: Session, actor: str, service: ServiceId | str, *,
         for endpoint in endpoints:
             session.delete(endpoint)
         session.flush()
-        session.delete(row)
-        session.flush()
-        record_event(session, actor, utc(now), "service.remove", str(service_id), before,
-                     None)
-        return before
+        return delete_row(session, actor, now, "service.remove", str(service_id), row, before)
 
 
 # --- endpoints ----------------------------------------------------------------------------
@@ -191,9 +184,6 @@ def remove_endpoint(session: Session, actor: str, service: ServiceId | str, meth
         if rights:
             raise in_use(f"endpoint {row.method} {row.path} of {service_id} still has "
                          f"{rights} right(s); revoke them first")
-        before = endpoint_json(row, service_id)
-        session.delete(row)
-        session.flush()
-        record_event(session, actor, utc(now), "endpoint.remove",
-                     f"{service_id} {before['method']} {before['path']}", before, None)
-        return before
+        return delete_row(session, actor, now, "endpoint.remove",
+                          f"{service_id} {row.method} {row.path}", row,
+                          endpoint_json(row, service_id))

@@ -16,18 +16,20 @@ from secserver.acl.registry.changes import (
     SHA256_HEX,
     Json,
     RegistryError,
+    delete_row,
     exists,
     in_use,
     insert,
     record_event,
+    record_update,
     transaction,
     utc,
 )
 from secserver.acl.registry.lookups import (
     count,
     find_subsystem,
-    kept_consents,
     parse_client,
+    refuse_kept_consents,
     require_member,
     require_subsystem,
     require_subsystem_id,
@@ -115,11 +117,8 @@ def update_subsystem(session: Session, actor: str, subsystem: ClientId | str, *,
         row.local, row.auth = new_local, new_auth
         row.tls_cert_sha256, row.allowlist = fingerprint, json.dumps(networks)
         session.flush()
-        after = subsystem_json(row, client)
-        if after != before:
-            record_event(session, actor, utc(now), "subsystem.update", str(client), before,
-                         after)
-        return after
+        return record_update(session, actor, now, "subsystem.update", str(client), before,
+                             subsystem_json(row, client))
 
 
 def list_subsystems(session: Session, *, local_only: bool = False) -> list[Json]:
@@ -150,9 +149,8 @@ def remove_subsystem(session: Session, actor: str, subsystem: ClientId | str, *,
     client = parse_client(subsystem)
     with transaction(session):
         row = require_subsystem(session, client)
-        consents = kept_consents(session, m.Consent.client_subsystem_id == row.id)
-        if consents:
-            raise in_use(f"subsystem {client} has {consents}")
+        refuse_kept_consents(session, f"subsystem {client}",
+                             m.Consent.client_subsystem_id == row.id)
         found = {
             "service(s)": count(session, m.Service, m.Service.subsystem_id == row.id),
             "right(s)": count(session, m.Right, m.Right.subject_subsystem_id == row.id),
@@ -163,8 +161,5 @@ def remove_subsystem(session: Session, actor: str, subsystem: ClientId | str, *,
         if busy:
             raise in_use(f"subsystem {client} still has {', '.join(busy)}; remove or revoke "
                          "them first")
-        before = subsystem_json(row, client)
-        session.delete(row)
-        session.flush()
-        record_event(session, actor, utc(now), "subsystem.remove", str(client), before, None)
-        return before
+        return delete_row(session, actor, now, "subsystem.remove", str(client), row,
+                          subsystem_json(row, client))
