@@ -32,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from secserver.acl.snapshot import RegistryWatcher
+from secserver.aio import cancel_and_wait
 from secserver.audit.writer import LogWriter
 from secserver.config import NodeConfig, read_secret
 from secserver.db import migrate
@@ -220,10 +221,7 @@ class _Site(web.BaseSite):
             self._cap.established(transport)
 
     async def stop(self) -> None:
-        if self._accepting is not None:
-            self._accepting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._accepting
+        await cancel_and_wait(self._accepting)
         for task in list(self._connecting):
             task.cancel()
         self._sock.close()

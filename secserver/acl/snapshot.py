@@ -11,7 +11,6 @@ new snapshot when it changes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -29,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from secserver.acl import models as m
 from secserver.acl.paths import PathPattern, compile_pattern, normalise_method
+from secserver.aio import cancel_and_wait
 from secserver.identifiers import ClientId, ServiceId
 
 log = logging.getLogger(__name__)
@@ -420,7 +420,4 @@ class RegistryWatcher:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)

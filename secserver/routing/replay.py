@@ -14,13 +14,13 @@ anyway, so rows older than the window are pruned.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from secserver.aio import cancel_and_wait
 from secserver.db.committer import CommitThread, DatabaseWriteError, plain_url
 from secserver.routing.errors import DuplicateMessageId, InternalError
 
@@ -69,10 +69,7 @@ class ReplayGuard:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         for _key, _at, future in self._pending:
             if not future.done():
                 future.set_exception(InternalError("the node is shutting down"))
