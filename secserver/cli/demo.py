@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from secserver.cli.options import fail_config
 from secserver.errors import ConfigError, SecServerError
 
 
@@ -42,10 +43,7 @@ def demo(directory: Path | None, keep_running: bool) -> None:
         click.echo("error: interrupted; every process the demo started is stopped", err=True)
         sys.exit(1)
     except ConfigError as exc:
-        click.echo("error: the demo's configuration is invalid:", err=True)
-        for problem in exc.problems:
-            click.echo(f"  - {problem}", err=True)
-        sys.exit(1)
+        fail_config(exc, "the demo's configuration")
     except SecServerError as exc:
         click.echo(f"error: demo set-up failed: {exc.message}", err=True)
         if exc.detail:

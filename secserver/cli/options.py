@@ -29,14 +29,19 @@ def fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
+def fail_config(exc: ConfigError, what: str = "configuration") -> NoReturn:
+    """Print ``error: WHAT is invalid:`` and each problem to stderr, and exit 1."""
+    click.echo(f"error: {what} is invalid:", err=True)
+    for problem in exc.problems:
+        click.echo(f"  - {problem}", err=True)
+    sys.exit(1)
+
+
 def load_or_fail(path: Path) -> NodeConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        click.echo(f"error: configuration {path} is invalid:", err=True)
-        for problem in exc.problems:
-            click.echo(f"  - {problem}", err=True)
-        sys.exit(1)
+        fail_config(exc, f"configuration {path}")
 
 
 def print_json(value: Any) -> None:
@@ -52,10 +57,7 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ConfigError as exc:
-            click.echo("error: configuration is invalid:", err=True)
-            for problem in exc.problems:
-                click.echo(f"  - {problem}", err=True)
-            sys.exit(1)
+            fail_config(exc)
         except SecServerError as exc:
             fail(exc.message + (f" ({exc.detail})" if exc.detail else ""))
 
