@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from secserver.acl import registry
@@ -229,6 +230,16 @@ def running_exchange(root: Path, *, env: Mapping[str, str] | None = None,
         yield exchange
     finally:
         group.stop_all()
+
+
+@pytest.fixture(scope="module", name="exchange")
+def exchange_fixture(request: pytest.FixtureRequest,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
+    """A running exchange with default settings, one per test module that imports this
+    (as ``exchange_fixture``; tests request it as ``exchange``)."""
+    name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    with running_exchange(tmp_path_factory.mktemp(name)) as running:
+        yield running
 
 
 def stop_gracefully(child: Child, timeout: float = 30.0) -> int:

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,18 +20,13 @@ from exchange_harness import (
     PERSONAL,
     SOAP_ECHO,
     Exchange,
+    exchange_fixture,  # noqa: F401
     running_exchange,
 )
 
 from secserver.routing.soap import SoapHeader, render_envelope
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
-    with running_exchange(tmp_path_factory.mktemp("exchange")) as running:
-        yield running
 
 
 def echo_of(body: bytes) -> dict[str, object]:

@@ -29,6 +29,7 @@ from exchange_harness import (
     SOAP_NO_ECHO,
     STATUS,
     Exchange,
+    exchange_fixture,  # noqa: F401
     free_port,
     running_exchange,
 )
@@ -41,12 +42,6 @@ from secserver.routing.peer import PeerPool, ResponseLimits
 from secserver.routing.soap import SoapHeader, render_envelope
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
-    with running_exchange(tmp_path_factory.mktemp("errors")) as running:
-        yield running
 
 
 def code(answer_body: bytes) -> str:

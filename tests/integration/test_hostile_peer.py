@@ -7,12 +7,18 @@ import base64
 import json
 import ssl
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from exchange_harness import CLIENT, ECHO, NO_RIGHT, UNREGISTERED, Exchange, running_exchange
+from exchange_harness import (
+    CLIENT,
+    ECHO,
+    NO_RIGHT,
+    UNREGISTERED,
+    Exchange,
+    exchange_fixture,  # noqa: F401
+)
 
 from secserver.routing import documents
 from secserver.routing import headers as h
@@ -27,12 +33,6 @@ from secserver.signing.signer import Signer
 pytestmark = pytest.mark.integration
 
 LIMITS = ResponseLimits(64 * 1024 * 1024, 1024 * 1024, None)
-
-
-@pytest.fixture(scope="module")
-def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
-    with running_exchange(tmp_path_factory.mktemp("hostile-peer")) as running:
-        yield running
 
 
 def tls_context(pki: Path, server_dir: str, *, key_name: str = "tls") -> ssl.SSLContext:
