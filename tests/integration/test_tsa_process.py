@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -72,6 +74,21 @@ async def test_serve_verify_and_restart(dev_pki: DevPki, tmp_path: Path) -> None
         assert result.returncode == 0, result.stderr
 
 
+@contextlib.asynccontextmanager
+async def serving_post(handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                       ) -> AsyncIterator[str]:
+    """An HTTP server on 127.0.0.1 answering ``POST /`` with ``handler``; yields its URL."""
+    app = web.Application()
+    app.router.add_post("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    finally:
+        await runner.cleanup()
+
+
 async def test_client_keeps_one_connection(dev_pki: DevPki, tmp_path: Path) -> None:  # noqa: F811
     """``TimestampClient`` asks over one kept-alive connection (the TSA, served over HTTP on
     127.0.0.1 by the development TSA code, sees one peer port for several tokens); plain
@@ -86,14 +103,7 @@ async def test_client_keeps_one_connection(dev_pki: DevPki, tmp_path: Path) -> N
         return web.Response(body=tsa.respond(await request.read(), datetime.now(UTC)),
                             content_type=REPLY_TYPE)
 
-    app = web.Application()
-    app.router.add_post("/", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
-    try:
+    async with serving_post(handler) as url:
         client = TimestampClient(url, timeout=10, trust=trust)
         serials = []
         for i in range(3):
@@ -109,8 +119,6 @@ async def test_client_keeps_one_connection(dev_pki: DevPki, tmp_path: Path) -> N
         for _ in range(2):
             await request_timestamp(url, DATA, timeout=10, trust=trust)
         assert len(set(peers)) == 4  # without a session: a new connection per token
-    finally:
-        await runner.cleanup()
 
 
 async def test_two_processes_one_directory(dev_pki: DevPki, tmp_path: Path) -> None:  # noqa: F811
@@ -170,15 +178,6 @@ async def test_http_errors(status: int, content_type: str, message: str) -> None
     async def handler(_request: web.Request) -> web.Response:
         return web.Response(status=status, body=b"<html/>", content_type=content_type)
 
-    app = web.Application()
-    app.router.add_post("/", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serving_post(handler) as url:
         with pytest.raises(TimestampUnavailable, match=message):
-            await request_timestamp(f"http://127.0.0.1:{port}/", DATA, timeout=5)
-    finally:
-        await runner.cleanup()
+            await request_timestamp(url, DATA, timeout=5)
