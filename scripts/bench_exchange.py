@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import importlib.util
 import json
 import os
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from bench_procs import Child, Processes, tail
+
+from secserver.demo.processes import http_status
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_CODE = "bench-echo"
@@ -80,24 +81,13 @@ def _new_database(stack: contextlib.ExitStack) -> str:
     return url
 
 
-def _http_status(port: int, path: str) -> int | None:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        connection.request("GET", path)
-        return connection.getresponse().status
-    except OSError:
-        return None
-    finally:
-        connection.close()
-
-
 def _wait_http(child: Child, port: int, path: str, accept_any: bool = False) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if child.process.poll() is not None:
             raise RuntimeError(f"{child.name} exited with {child.process.returncode}; log "
                                f"{child.log}:\n{tail(child.log)}")
-        status = _http_status(port, path)
+        status = http_status("127.0.0.1", port, path, timeout=2)
         if status == 200 or (accept_any and status is not None):
             return
         if time.monotonic() > deadline:
