@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -7,7 +8,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from secserver.node import allowed_hosts, peer_tls_context, server_tls_context
+from secserver.node import (
+    GC_YOUNG_THRESHOLD,
+    allowed_hosts,
+    peer_tls_context,
+    server_tls_context,
+    settle_garbage_collector,
+)
 from secserver.signing.pki import generate_key, issue_certificate, plain_subject
 
 
@@ -51,3 +58,22 @@ def test_allowed_hosts() -> None:
     assert allowed_hosts("127.0.0.1") >= {"127.0.0.1", "localhost", "::1"}
     assert "ss1.example" in allowed_hosts("10.0.0.5", ("SS1.example",))
     assert "evil.example" not in allowed_hosts("0.0.0.0")  # noqa: S104
+
+
+def test_settled_collector_freezes_the_start_up_heap_and_still_collects_cycles() -> None:
+    threshold = gc.get_threshold()
+    try:
+        settle_garbage_collector()
+        assert gc.get_freeze_count() > 1000
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *threshold[1:])
+
+        class Node:
+            other: object = None
+
+        first, second = Node(), Node()
+        first.other, second.other = second, first  # a cycle made after start-up
+        del first, second
+        assert gc.collect() >= 2  # not frozen: still found and freed
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
