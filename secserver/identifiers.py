@@ -29,6 +29,11 @@ _FORBIDDEN = frozenset("/\\%:;?#[]@!$&'()*+,=\"<>`{}|^ ")
 # flood of new names only stops the set from growing.
 _VALID_PARTS: set[tuple[str, int]] = set()
 _VALID_PARTS_MAX = 4096
+# Text forms parsed before (valid ones only; the ids are frozen, so sharing them is safe).
+# Bounded like ``_VALID_PARTS``.
+_PARSED_CLIENTS: dict[str, ClientId] = {}
+_PARSED_SERVICES: dict[str, ServiceId] = {}
+_PARSED_MAX = 4096
 
 
 def validate_part(value: str, role: str, *, max_length: int = MAX_PART_LENGTH) -> str:
@@ -93,13 +98,26 @@ class ClientId:
 
     @classmethod
     def parse(cls, text: str) -> ClientId:
+        if cls is ClientId and type(text) is str:
+            known = _PARSED_CLIENTS.get(text)
+            if known is not None:
+                return known
         parts = _split(text, "client", (3, 4))
-        return cls(*parts)
+        client = cls(*parts)
+        if cls is ClientId and len(_PARSED_CLIENTS) < _PARSED_MAX:
+            _PARSED_CLIENTS[text] = client
+        return client
 
     @property
     def member(self) -> ClientId:
         """The member this client belongs to (itself when it is a member)."""
-        return ClientId(self.instance, self.member_class, self.member_code)
+        if self.subsystem is None:
+            return ClientId(self.instance, self.member_class, self.member_code)
+        member: ClientId | None = self.__dict__.get("_member")
+        if member is None:
+            member = ClientId(self.instance, self.member_class, self.member_code)
+            object.__setattr__(self, "_member", member)  # fields are frozen: built once
+        return member
 
     @property
     def is_subsystem(self) -> bool:
@@ -110,7 +128,11 @@ class ClientId:
         return base if self.subsystem is None else (*base, self.subsystem)
 
     def __str__(self) -> str:
-        return "/".join(self.parts())
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            text = "/".join(self.parts())
+            object.__setattr__(self, "_text", text)  # fields are frozen: built once
+        return text
 
     def url_path(self) -> str:
         return "/".join(quote(p, safe="") for p in self.parts())
@@ -135,23 +157,38 @@ class ServiceId:
 
     @classmethod
     def parse(cls, text: str) -> ServiceId:
+        if cls is ServiceId and type(text) is str:
+            known = _PARSED_SERVICES.get(text)
+            if known is not None:
+                return known
         parts = _split(text, "service", (5, 6))
         provider = ClientId(*parts[:4])
-        return cls(provider, parts[4], parts[5] if len(parts) == 6 else None)
+        service = cls(provider, parts[4], parts[5] if len(parts) == 6 else None)
+        if cls is ServiceId and len(_PARSED_SERVICES) < _PARSED_MAX:
+            _PARSED_SERVICES[text] = service
+        return service
 
     def parts(self) -> tuple[str, ...]:
         base = (*self.provider.parts(), self.code)
         return base if self.version is None else (*base, self.version)
 
     def __str__(self) -> str:
-        return "/".join(self.parts())
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            text = "/".join(self.parts())
+            object.__setattr__(self, "_text", text)  # fields are frozen: built once
+        return text
 
     def without_version(self) -> ServiceId:
         return ServiceId(self.provider, self.code)
 
     def url_path(self) -> str:
         """The REST ``/r1/`` form: five percent-encoded parts (no version)."""
-        return "/".join(quote(p, safe="") for p in (*self.provider.parts(), self.code))
+        path: str | None = self.__dict__.get("_url_path")
+        if path is None:
+            path = "/".join(quote(p, safe="") for p in (*self.provider.parts(), self.code))
+            object.__setattr__(self, "_url_path", path)  # fields are frozen: built once
+        return path
 
 
 @dataclass(frozen=True)

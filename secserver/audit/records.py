@@ -141,7 +141,11 @@ class Evidence:
 def format_time(at: datetime) -> str:
     if at.tzinfo is None:
         raise ValueError("record times must be timezone-aware")
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if at.tzinfo is not UTC:
+        at = at.astimezone(UTC)
+    if at.year >= 1000:  # ISO form = strftime's form ("+00:00" for the "Z")
+        return at.isoformat(timespec="microseconds")[:-6] + "Z"
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # %Y does not pad years below 1000
 
 
 def parse_time(text: str) -> datetime:
@@ -149,6 +153,8 @@ def parse_time(text: str) -> datetime:
 
 
 def escape(value: str) -> str:
+    if "%" not in value and "\n" not in value and "\r" not in value:
+        return value
     return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
@@ -224,11 +230,52 @@ def record_fields(record: Record, evidence: Evidence | None = None) -> list[tupl
     ]
 
 
+def _message_bytes(node: str, seq: int, at: str, record: MessageRecord,
+                   evidence: Evidence | None) -> bytes:
+    """``canonical_bytes`` of a message record in one piece: the same lines as header,
+    ``record_fields`` and ``evidence_tail`` (``tests/unit/audit/test_records.py`` checks
+    that they agree)."""
+    stored_body = body_sha256 = None
+    if evidence is not None:
+        stored_body, body_sha256 = evidence.stored_body, evidence.body_sha256
+    duration = "" if record.duration_ms is None else f"{record.duration_ms:.3f}"
+    status = record.status
+    error_code = record.error_code
+    reason = record.reason
+    peer = record.peer
+    return (
+        f"record: {FORMAT_VERSION}\nnode: {escape(node)}\nseq: {seq}\nkind: message\n"
+        f"at: {at}\n"
+        f"message-id: {escape(record.message_id)}\n"
+        f"direction: {record.direction}\n"
+        f"side: {record.side}\n"
+        f"message-at: {format_time(record.at)}\n"
+        f"client: {escape(record.client)}\n"
+        f"service: {escape(record.service)}\n"
+        f"method: {escape(record.method)}\n"
+        f"path: {escape(record.path)}\n"
+        f"status: {'' if status is None else escape(str(status))}\n"
+        f"error-code: {'' if error_code is None else escape(str(error_code))}\n"
+        f"reason: {'' if reason is None else escape(str(reason))}\n"
+        f"peer: {'' if peer is None else escape(str(peer))}\n"
+        f"duration-ms: {duration}\n"
+        f"body-size: {record.body_size}\n"
+        f"body-digest: {escape(record.body_digest)}\n"
+        f"body-policy: {record.body_policy}\n"
+        f"body-sha256: {'' if body_sha256 is None else body_sha256.hex()}\n"
+        f"body-stored: {_digest(stored_body)}\n"
+        f"signed-document: {_digest(record.signed_document)}\n"
+        f"signature: {_digest(record.signature)}\n"
+    ).encode()
+
+
 def canonical_bytes(node: str, seq: int, at: str, record: Record,
                     evidence: Evidence | None = None) -> bytes:
     """The bytes a record is hashed as: header, kind fields, and for messages the
     evidence digests (``evidence.stored_body``, ``record.signed_document``,
     ``record.signature``)."""
+    if type(record) is MessageRecord:
+        return _message_bytes(node, seq, at, record, evidence)
     body = "".join(f"{name}: {value}\n" for name, value in record_fields(record, evidence))
     out = header_bytes(node, seq, record.kind, at) + body.encode()
     if isinstance(record, MessageRecord):

@@ -69,46 +69,88 @@ class SpooledBody:
 EMPTY = SpooledBody.from_bytes(b"")
 
 
+class _Spooler:
+    """The state of one body being read: size, digest, parts in memory or the spool file."""
+
+    __slots__ = ("digest", "file", "max_bytes", "parts", "size", "spool_dir", "threshold",
+                 "too_large", "what")
+
+    def __init__(self, max_bytes: int, threshold: int, spool_dir: Path | None,
+                 too_large: type[ExchangeError], what: str) -> None:
+        self.digest = BodyDigest()
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.file: IO[bytes] | None = None
+        self.max_bytes, self.threshold, self.spool_dir = max_bytes, threshold, spool_dir
+        self.too_large, self.what = too_large, what
+
+    def add(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise self.too_large(f"the {self.what} is larger than the limit of "
+                                 f"{self.max_bytes} bytes")
+        self.digest.update(chunk)
+        if self.file is None and self.size > self.threshold:
+            self.file = tempfile.TemporaryFile(dir=self.spool_dir,  # noqa: SIM115
+                                               prefix="body-")
+            for part in self.parts:
+                self.file.write(part)
+            self.parts = []
+        if self.file is not None:
+            self.file.write(chunk)
+        else:
+            self.parts.append(chunk)
+
+    def discard(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def finish(self) -> SpooledBody:
+        if self.file is not None:
+            self.file.flush()
+            return SpooledBody(None, self.file, self.size, self.digest.finish())
+        return SpooledBody(b"".join(self.parts), None, self.size, self.digest.finish())
+
+
 async def spool(source: AsyncIterator[bytes], *, max_bytes: int, threshold: int,
                 spool_dir: Path | None, deadline_s: float | None,
                 too_large: type[ExchangeError] = MessageTooLarge,
                 too_slow: type[ExchangeError] = RequestTimeout,
                 what: str = "request body") -> SpooledBody:
-    """Read ``source`` to the end within ``max_bytes`` and ``deadline_s`` seconds (total).
+    """Read ``source`` to the end within ``max_bytes`` and ``deadline_s`` seconds (total;
+    ``None``: no deadline).
 
     ``spool_dir`` must exist (the node creates it at start).
     """
-    digest = BodyDigest()
-    parts: list[bytes] = []
-    size = 0
-    file: IO[bytes] | None = None
+    spooler = _Spooler(max_bytes, threshold, spool_dir, too_large, what)
     try:
-        async with asyncio.timeout(deadline_s):
+        if deadline_s is None:  # no timer to arm and cancel for every body
             async for chunk in source:
-                if not chunk:
-                    continue
-                size += len(chunk)
-                if size > max_bytes:
-                    raise too_large(f"the {what} is larger than the limit of {max_bytes} bytes")
-                digest.update(chunk)
-                if file is None and size > threshold:
-                    file = tempfile.TemporaryFile(dir=spool_dir, prefix="body-")  # noqa: SIM115
-                    for part in parts:
-                        file.write(part)
-                    parts = []
-                if file is not None:
-                    file.write(chunk)
-                else:
-                    parts.append(chunk)
+                spooler.add(chunk)
+        else:
+            async with asyncio.timeout(deadline_s):
+                async for chunk in source:
+                    spooler.add(chunk)
     except TimeoutError as exc:
-        if file is not None:
-            file.close()
+        spooler.discard()
         raise too_slow(f"the {what} did not arrive within {deadline_s} seconds") from exc
     except BaseException:
-        if file is not None:
-            file.close()
+        spooler.discard()
         raise
-    if file is not None:
-        file.flush()
-        return SpooledBody(None, file, size, digest.finish())
-    return SpooledBody(b"".join(parts), None, size, digest.finish())
+    return spooler.finish()
+
+
+def spool_buffered(data: bytes, *, max_bytes: int, threshold: int, spool_dir: Path | None,
+                   too_large: type[ExchangeError] = MessageTooLarge,
+                   what: str = "request body") -> SpooledBody:
+    """``spool`` of a body that has already arrived whole (``data``): the same limit,
+    spool file and digest, without awaiting anything (so no deadline can pass)."""
+    spooler = _Spooler(max_bytes, threshold, spool_dir, too_large, what)
+    try:
+        spooler.add(data)
+    except BaseException:
+        spooler.discard()
+        raise
+    return spooler.finish()

@@ -45,16 +45,59 @@ X_ROAD_CARRIED = frozenset(h.lower() for h in (X_USER_ID, X_ISSUE, X_DATA_SUBJEC
 
 MESSAGE_ID_RE = re.compile(r"[\x21-\x7e]{1,128}")
 _TEXT_MAX = 256
+_TEXT_BAD = re.compile(r"[\x00-\x1f\x7f]")
+# every name ``end_to_end`` drops whatever the Connection header says
+_DROP = HOP_BY_HOP | PROXY_SET | FORWARDING | X_ROAD_FIELDS
 
 
 def single(headers: Mapping[str, str] | Iterable[tuple[str, str]], name: str) -> str | None:
     """The one value of header ``name`` (case-insensitive), ``None`` when absent."""
     items = headers.items() if isinstance(headers, Mapping) else headers
     lower = name.lower()
-    found = [v for k, v in items if k.lower() == lower]
+    size = len(lower)
+    found = [v for k, v in items if len(k) == size and k.lower() == lower]
     if len(found) > 1:
         raise DuplicateHeaderField(f"header {name} appears {len(found)} times; send it once")
     return found[0] if found else None
+
+
+def lowered(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The pairs with lower-cased names, in order (for ``single_lowered`` and
+    ``end_to_end_lowered``, which then need not lower-case them again)."""
+    return [(name.lower(), value) for name, value in headers]
+
+
+def single_lowered(pairs: list[tuple[str, str]], name: str) -> str | None:
+    """``single`` over pairs whose names are already lower case."""
+    lower = name.lower()
+    found = [v for k, v in pairs if k == lower]
+    if len(found) > 1:
+        raise DuplicateHeaderField(f"header {name} appears {len(found)} times; send it once")
+    return found[0] if found else None
+
+
+def x_road_values(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """The values of every ``x-road-*`` header of lower-cased ``pairs``, by name, in
+    order: one pass instead of one ``single`` per header."""
+    found: dict[str, list[str]] = {}
+    for name, value in pairs:
+        if name.startswith("x-road-"):
+            values = found.get(name)
+            if values is None:
+                found[name] = [value]
+            else:
+                values.append(value)
+    return found
+
+
+def single_of(found: dict[str, list[str]], name: str) -> str | None:
+    """``single`` of an ``x_road_values`` result (``name`` an ``X-Road-*`` name)."""
+    values = found.get(name.lower())
+    if values is None:
+        return None
+    if len(values) > 1:
+        raise DuplicateHeaderField(f"header {name} appears {len(values)} times; send it once")
+    return values[0]
 
 
 def check_message_id(value: str, where: str) -> str:
@@ -66,8 +109,7 @@ def check_message_id(value: str, where: str) -> str:
 
 def check_text(value: str, where: str) -> str:
     """A free-text X-Road value (user id, issue, data subject): 1-256 chars, no controls."""
-    if not value or len(value) > _TEXT_MAX or any(ord(c) < 0x20 or ord(c) == 0x7f
-                                                   for c in value):
+    if not value or len(value) > _TEXT_MAX or _TEXT_BAD.search(value) is not None:
         raise InvalidRequest(f"{where} must be 1-{_TEXT_MAX} characters without control "
                              "characters")
     return value
@@ -99,20 +141,41 @@ def end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     Names are lower-cased; order is kept. ``X-Road-UserId``, ``X-Road-Issue`` and
     ``X-Road-Data-Subject`` stay (they travel signed to the provider).
     """
-    pairs = list(headers)
-    drop = HOP_BY_HOP | PROXY_SET | FORWARDING | X_ROAD_FIELDS | connection_tokens(pairs)
+    return end_to_end_lowered(lowered(headers))
+
+
+def end_to_end_lowered(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``end_to_end`` of pairs whose names are already lower case."""
+    drop = _DROP
+    for lower, _ in pairs:
+        if lower == "connection":
+            drop = _DROP | connection_tokens(pairs)
+            break
     out: list[tuple[str, str]] = []
-    for name, value in pairs:
-        lower = name.lower()
-        if lower in drop or lower.startswith(FORWARDING_PREFIX) or _alias(lower, drop):
+    for lower, value in pairs:
+        if lower in drop or lower.startswith(FORWARDING_PREFIX) \
+                or ("_" in lower and _alias(lower, drop)):
             continue
         out.append((lower, value))
     return out
 
 
+def _name(pair: tuple[str, str]) -> str:
+    return pair[0]
+
+
 def signed_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     """End-to-end headers sorted by name (stable for repeated names), as signed."""
-    return tuple(sorted(end_to_end(headers), key=lambda pair: pair[0]))
+    out = end_to_end(headers)
+    out.sort(key=_name)
+    return tuple(out)
+
+
+def signed_headers_lowered(pairs: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """``signed_headers`` of pairs whose names are already lower case."""
+    out = end_to_end_lowered(pairs)
+    out.sort(key=_name)
+    return tuple(out)
 
 
 ANY_IP_LITERAL = "*ip-literal*"  # in ``allowed``: accept any IP address (wildcard binds)

@@ -8,6 +8,7 @@ the backend gets.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,7 +28,8 @@ from secserver.routing.errors import (
 
 REST_PREFIX = "/r1/"
 REST_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_QUERY_BAD = frozenset(" \t\r\n#\\\x00\x7f")
+# white space, controls, '#' and '\\' in a query
+_QUERY_BAD = re.compile(r"[\x00-\x20#\\\x7f]")
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def split_target(target: str) -> tuple[str, str]:
     """``(path, query)`` of an origin-form target; the query keeps its encoding."""
     h.check_origin_form(target)
     path, _, query = target.partition("?")
-    if any(c in _QUERY_BAD or ord(c) < 0x20 for c in query):
+    if query and _QUERY_BAD.search(query) is not None:
         raise InvalidRequest("the query string contains white space or control characters")
     return path, query
 
@@ -116,7 +118,7 @@ def parse_client_header(value: str | None) -> ClientId:
 def parse_rest_request(method: str, target: str,
                        headers: Iterable[tuple[str, str]]) -> ExchangeRequest:
     """Parse a REST call head as the information system (or a consumer SS) sent it."""
-    pairs = list(headers)
+    pairs = h.lowered(headers)
     method = method.upper()
     if method not in REST_METHODS:
         raise InvalidRequest(f"HTTP method {method} is not allowed on the exchange; use one "
@@ -134,20 +136,21 @@ def parse_rest_request(method: str, target: str,
             normalise_path(rest)
         except InvalidPath as exc:
             raise InvalidRequest(exc.message) from exc
-    client = parse_client_header(h.single(pairs, h.X_CLIENT))
-    message_id = h.single(pairs, h.X_ID)
+    x_road = h.x_road_values(pairs)
+    client = parse_client_header(h.single_of(x_road, h.X_CLIENT))
+    message_id = h.single_of(x_road, h.X_ID)
     if message_id is not None:
         h.check_message_id(message_id, h.X_ID)
-    user_id = h.single(pairs, h.X_USER_ID)
-    issue = h.single(pairs, h.X_ISSUE)
-    subject = h.single(pairs, h.X_DATA_SUBJECT)
+    user_id = h.single_of(x_road, h.X_USER_ID)
+    issue = h.single_of(x_road, h.X_ISSUE)
+    subject = h.single_of(x_road, h.X_DATA_SUBJECT)
     for value, name in ((user_id, h.X_USER_ID), (issue, h.X_ISSUE),
                         (subject, h.X_DATA_SUBJECT)):
         if value is not None:
             h.check_text(value, name)
     return ExchangeRequest(
         kind="rest", client=client, service=service, method=method, path=rest, query=query,
-        headers=h.signed_headers(pairs), message_id=message_id, user_id=user_id,
+        headers=h.signed_headers_lowered(pairs), message_id=message_id, user_id=user_id,
         issue=issue, data_subject=subject,
     )
 

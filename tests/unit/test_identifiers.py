@@ -111,3 +111,25 @@ def test_remembered_valid_parts_are_bounded(monkeypatch: pytest.MonkeyPatch) -> 
     assert identifiers.validate_part("part9", "member code") == "part9"
     with pytest.raises(InvalidIdentifier):
         identifiers.validate_part("part 9", "member code")
+
+
+def test_parsed_and_formatted_forms_are_remembered_exactly() -> None:
+    text = "JP-DEV/GOV/CACHED/SUB"
+    first = ClientId.parse(text)
+    assert ClientId.parse(text) is first  # remembered
+    assert str(first) == text and str(first) is str(first)
+    assert first.member == ClientId("JP-DEV", "GOV", "CACHED") and first.member is first.member
+    assert first == ClientId("JP-DEV", "GOV", "CACHED", "SUB")
+    assert hash(first) == hash(ClientId("JP-DEV", "GOV", "CACHED", "SUB"))
+    assert repr(first) == "ClientId(instance='JP-DEV', member_class='GOV', " \
+        "member_code='CACHED', subsystem='SUB')"
+    service = ServiceId.parse(text + "/svc/v1")
+    assert ServiceId.parse(text + "/svc/v1") is service
+    assert str(service) == text + "/svc/v1"
+    assert service.url_path() == text + "/svc" and service.url_path() is service.url_path()
+    for bad in ("JP-DEV/GOV/CACHED/S B", "JP-DEV/GOV"):  # never remembered: raise each time
+        for _ in range(2):
+            with pytest.raises(InvalidIdentifier):
+                ClientId.parse(bad)
+    with pytest.raises(InvalidIdentifier):
+        ClientId.parse(None)  # type: ignore[arg-type]

@@ -6,6 +6,8 @@ import hashlib
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from secserver.audit.records import (
     AdminRecord,
@@ -108,3 +110,39 @@ def test_times_are_utc_with_microseconds() -> None:
     assert parse_time("2026-01-01T00:00:00.000000Z") == datetime(2026, 1, 1, tzinfo=UTC)
     with pytest.raises(ValueError, match="timezone-aware"):
         format_time(datetime(2026, 1, 1))
+
+
+# --- the one-piece message bytes against the field-by-field composition ---
+
+def _reference_bytes(node: str, seq: int, at: str, record: MessageRecord,
+                     evidence: Evidence | None) -> bytes:
+    """``canonical_bytes`` of a message as composed before the fast path (8795409)."""
+    from secserver.audit.records import evidence_tail, header_bytes, record_fields
+    body = "".join(f"{name}: {value}\n" for name, value in record_fields(record, evidence))
+    return header_bytes(node, seq, record.kind, at) + body.encode() + evidence_tail(
+        (evidence or Evidence()).stored_body, record.signed_document, record.signature)
+
+
+_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=10)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=_text, number=st.none() | st.integers(min_value=100, max_value=599),
+       duration=st.none() | st.floats(min_value=0, max_value=1e6),
+       stored=st.none() | st.binary(max_size=8), sha=st.none() | st.binary(min_size=32,
+                                                                         max_size=32),
+       nothing=st.booleans(), direction=st.sampled_from(["request", "response"]),
+       when=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                         timezones=st.sampled_from([UTC, timezone(timedelta(hours=9))])))
+def test_message_bytes_equal_the_field_composition(
+        text: str, number: int | None, duration: float | None, stored: bytes | None,
+        sha: bytes | None, nothing: bool, direction: str, when: datetime) -> None:
+    record = message(message_id=f"m{text}", path=text, client=f"a%{text}", status=number,
+                     reason=None if nothing else f"r\r\n{text}", error_code=text or None,
+                     peer=None if nothing else text, duration_ms=duration,
+                     signed_document=None if nothing else text.encode(),
+                     direction=direction, at=when, body_digest=text)
+    evidence = None if nothing else Evidence(stored_body=stored, body_sha256=sha)
+    assert canonical_bytes(f"N%{text}", 7, AT, record, evidence) == _reference_bytes(
+        f"N%{text}", 7, AT, record, evidence)
+    assert format_time(when) == when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -62,3 +62,32 @@ async def test_limits(tmp_path: Path) -> None:
 def test_from_bytes() -> None:
     body = SpooledBody.from_bytes(b"")
     assert body.size == 0 and body.digest_b64 == b64_sha512(b"")
+
+
+async def test_no_deadline_and_buffered_bodies_spool_alike(tmp_path: Path) -> None:
+    from secserver.routing.body import spool_buffered
+    for data, threshold in ((b"abcd", 10), (b"x" * 5000, 4096), (b"", 10)):
+        streamed = await spool(source([data]), max_bytes=10**6, threshold=threshold,
+                               spool_dir=tmp_path, deadline_s=None)
+        buffered = spool_buffered(data, max_bytes=10**6, threshold=threshold,
+                                  spool_dir=tmp_path)
+        for body in (streamed, buffered):
+            assert (body.size, body.digest_b64, body.in_memory) == (
+                len(data), b64_sha512(data), len(data) <= threshold)
+            assert await collect(body) == data
+            body.close()
+    with pytest.raises(MessageTooLarge):
+        await spool(source([b"x" * 6, b"x" * 6]), max_bytes=10, threshold=4,
+                    spool_dir=tmp_path, deadline_s=None)
+    with pytest.raises(MessageTooLarge):
+        spool_buffered(b"x" * 12, max_bytes=10, threshold=4, spool_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_source_timeout_without_deadline_is_still_too_slow(tmp_path: Path) -> None:
+    async def stalls() -> AsyncIterator[bytes]:
+        yield b"a"
+        raise TimeoutError
+
+    with pytest.raises(RequestTimeout):
+        await spool(stalls(), max_bytes=10, threshold=4, spool_dir=tmp_path, deadline_s=None)

@@ -65,3 +65,59 @@ def test_wildcard_listeners_accept_ip_literals_but_not_foreign_names() -> None:
     h.check_host("[fe80::1]:80", allowed)
     with pytest.raises(InvalidRequest):
         h.check_host("evil.example", allowed)
+
+
+# --- one pass over lower-cased names against the functions they replaced ---
+
+def _reference_end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``end_to_end`` as it was before (8795409)."""
+    drop = h.HOP_BY_HOP | h.PROXY_SET | h.FORWARDING | h.X_ROAD_FIELDS \
+        | h.connection_tokens(headers)
+    out = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower in drop or lower.startswith(h.FORWARDING_PREFIX) or h._alias(lower, drop):
+            continue
+        out.append((lower, value))
+    return out
+
+
+@pytest.mark.parametrize("pairs", [
+    [],
+    [("Content-Type", "a"), ("Connection", "keep-alive, X-Secret"), ("X-Secret", "1"),
+     ("x_secret", "2"), ("X-Road-Client", "c"), ("x_road_anything", "3"), ("Accept", "b")],
+    [("Host", "h"), ("K\u212aY", "kelvin"), ("X-Road-UserId", "u"), ("x-road-issue", "i"),
+     ("X_Forwarded_For", "f"), ("Te", "trailers"), ("Zeta", "1"), ("alpha", "2"),
+     ("Alpha", "1")],
+    [("CONNECTION", "close"), ("connection", "Foo"), ("foo", "1"), ("Bar", "2")],
+])
+def test_end_to_end_and_signed_headers_equal_the_reference(
+        pairs: list[tuple[str, str]]) -> None:
+    expected = _reference_end_to_end(pairs)
+    assert h.end_to_end(pairs) == expected
+    assert h.signed_headers(pairs) == tuple(sorted(expected, key=lambda pair: pair[0]))
+    lowered = h.lowered(pairs)
+    assert h.signed_headers_lowered(lowered) == h.signed_headers(pairs)
+    found = h.x_road_values(lowered)
+    for name in (h.X_CLIENT, h.X_ID, h.X_USER_ID, h.X_ISSUE, "Kelvin", "K\u212ay"):
+        results: list[str | None] = []
+        for way in ("single", "lowered", "of"):
+            if way == "of" and not name.lower().startswith("x-road-"):
+                continue
+            try:
+                if way == "single":
+                    results.append(h.single(pairs, name))
+                elif way == "lowered":
+                    results.append(h.single_lowered(lowered, name))
+                else:
+                    results.append(h.single_of(found, name))
+            except DuplicateHeaderField as exc:
+                results.append(exc.message)
+        assert len(set(results)) == 1, results
+
+
+def test_text_values_refuse_controls() -> None:
+    assert h.check_text("a b\u00e9", "X") == "a b\u00e9"
+    for bad in ("", "a\tb", "a\x7fb", "x" * 257, "\x00"):
+        with pytest.raises(InvalidRequest):
+            h.check_text(bad, "X")

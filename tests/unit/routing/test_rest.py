@@ -105,3 +105,29 @@ def test_text_values_are_checked() -> None:
 def test_backend_target_only_appends_below_the_registered_url(base: str, target: str,
                                                               expected: str) -> None:
     assert backend_target(base, parse(target)) == expected
+
+
+@pytest.mark.parametrize("query", ["a=1", "", "a b", "a\tb", "x#y", "a\\b", "a\x00", "a\x7f",
+                                   "a\x1fb", "a=%20&b=\u00e9", "~!$&'()*+,;=:@/?"])
+def test_query_refusal_equals_the_character_rule(query: str) -> None:
+    from secserver.routing.rest import split_target
+    bad = any(c in " \t\r\n#\\\x00\x7f" or ord(c) < 0x20 for c in query)  # the rule
+    if bad:
+        with pytest.raises(InvalidRequest):
+            split_target("/p?" + query)
+    else:
+        assert split_target("/p?" + query) == ("/p", query)
+
+
+def test_repeated_x_road_headers_are_refused_in_order() -> None:
+    target = "/r1/JP-DEV/COM/OTTA/TAGS/echo"
+    client = ("X-Road-Client", "JP-DEV/GOV/TOYONO/X")
+    with pytest.raises(DuplicateHeaderField, match="X-Road-Client"):
+        parse_rest_request("GET", target, [client, ("x-road-client", "JP-DEV/GOV/A/B"),
+                                           ("X-Road-Id", "1"), ("X-Road-Id", "2")])
+    with pytest.raises(DuplicateHeaderField, match="X-Road-Id"):
+        parse_rest_request("GET", target, [client, ("X-ROAD-ID", "1"), ("X-Road-Id", "2"),
+                                           ("X-Road-Issue", "1"), ("X-Road-Issue", "2")])
+    request = parse_rest_request("GET", target, [client, ("X-ROAD-USERID", "u"),
+                                                 ("x-road-data-subject", "s")])
+    assert (request.user_id, request.data_subject, request.issue) == ("u", "s", None)

@@ -176,3 +176,118 @@ def test_round_trip_property(message_id: str, path: str, headers: list[tuple[str
     data = document.to_bytes()
     assert SignedDocument.from_bytes(data) == document
     assert data.endswith(b"\n") and b"\r" not in data
+
+
+# --- the fast paths against the code they replaced (kept here verbatim as the reference) ---
+
+def _reference_to_bytes(doc: SignedDocument) -> bytes:
+    """``SignedDocument.to_bytes`` as it was before the fast path (commit 8795409)."""
+    lines = [
+        f"secserver-signed-document: {doc.version}",
+        f"message-id: {doc.message_id}",
+        f"direction: {doc.direction}",
+        f"client: {doc.client}",
+        f"service: {doc.service}",
+        f"method: {doc.method}",
+        f"path: {doc.path_and_query}",
+    ]
+    lines.extend(f"header: {name}: {value}" for name, value in doc.headers)
+    if doc.direction == "response":
+        lines.append(f"request-hash: {doc.request_hash}")
+        lines.append(f"status: {doc.status}")
+    lines.append(f"body-sha512: {doc.body_digest}")
+    lines.append("signing-time: "
+                 + doc.signing_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+_header_text = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs"),
+                                              blacklist_characters="\x85\u2028\u2029"),
+                       max_size=12)
+_times = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                      timezones=st.sampled_from([UTC, timezone(timedelta(hours=9)),
+                                                 timezone(timedelta(hours=-5, minutes=-30))]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(message_id=st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E),
+                          min_size=1, max_size=40),
+       headers=st.lists(st.tuples(st.sampled_from(["Content-Type", "accept", "X-Road-UserId",
+                                                  "x-a", "X-A"]),
+                                  _header_text), max_size=5),
+       path=_header_text, when=_times, response=st.booleans(),
+       status=st.integers(min_value=100, max_value=999))
+def test_to_bytes_and_from_bytes_agree_with_the_reference(
+        message_id: str, headers: list[tuple[str, str]], path: str, when: datetime,
+        response: bool, status: int) -> None:
+    changes: dict[str, Any] = dict(message_id=message_id, headers=tuple(headers),
+                                   path_and_query=path, signing_time=when)
+    if response:
+        changes.update(direction="response", request_hash=EMPTY_BODY_DIGEST, status=status)
+    doc = dataclasses.replace(golden_request(), **changes)
+    data = doc.to_bytes()
+    assert data == _reference_to_bytes(doc)
+    assert doc.to_bytes() is data  # built once
+    try:
+        parsed = SignedDocument.from_bytes(data)
+    except InvalidSignedDocument as exc:
+        # only years below 1000 do not round-trip (strftime does not pad them)
+        assert when.astimezone(UTC).year < 1000, exc.message
+        return
+    assert parsed == doc
+    assert parsed.to_bytes() == data
+
+
+@pytest.mark.parametrize("old,new", [
+    (b"secserver-signed-document: 1\n", b"secserver-signed-document: 2\n"),
+    (b"method: POST\n", b""),
+    (b"method: POST\n", b"method: POST\nheader: nocolon\n"),
+    (b"body-sha512: ", b"header: x: y\nbody-sha512: "),
+    (b"direction: request", b"direction: sideways"),
+    (b"direction: request", b"direction: response"),
+    (b"signing-time: 2026-01-15T09:30:00.250000Z\n",
+     b"signing-time: 2026-01-15T09:30:00.250000Z\nsigning-time: x\n"),
+    (b"signing-time: 2026-01-15T09:30:00.250000Z", b"signing-time: 2026-01-15T24:30:00.250000Z"),
+    (b"signing-time: 2026-01-15T09:30:00.250000Z", b"signing-time: 2026-02-30T09:30:00.250000Z"),
+    (b"signing-time: 2026-01-15T09:30:00.250000Z", b"signing-time: 0999-01-15T09:30:00.250000Z"),
+    (b"signing-time: 2026-01-15T09:30:00.250000Z",
+     "signing-time: 2026-01-15T09:30:00.25000\u0660Z".encode()),
+    (b"signing-time: 2026-01-15T09:30:00.250000Z", b"signing-time: 2026-01-15T09:30:60.250000Z"),
+    (b"client: JP-DEV/GOV/TOYONO/ELDERCARE", b"client: JP-DEV/GOV/TOYONO"),
+    (b"", b""),
+])
+def test_fast_parse_equals_the_general_parse(old: bytes, new: bytes) -> None:
+    """``from_bytes`` (fast path for well-formed lines) and the general line-by-line parse
+    give the same document or the same error, also for the response vector."""
+    for asset in ("request.sdoc", "response.sdoc"):
+        data = (ASSETS / asset).read_bytes().replace(old, new, 1)
+        lines = data.decode()[:-1].split("\n")
+        results: list[object] = []
+        for parse in (SignedDocument.from_bytes,
+                      lambda d: SignedDocument._from_lines(d, lines)):  # noqa: B023
+            try:
+                results.append(parse(data))
+            except InvalidSignedDocument as exc:
+                results.append(exc.message)
+        assert results[0] == results[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(when=_times)
+def test_time_format_and_parse_agree_with_strftime_and_strptime(when: datetime) -> None:
+    from secserver.signing.document import _parse_time, format_time
+    text = format_time(when)
+    assert text == when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if len(text) == 27:
+        assert _parse_time(text) == datetime.strptime(
+            text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC) == when
+
+
+def test_canonical_headers_cache_keeps_refusing_and_normalising() -> None:
+    for _ in range(2):  # the second round goes through the cache of valid pairs
+        assert canonical_headers([("B", " 2 "), ("A", "y")]) == (
+            ("a", "y"), ("b", "2"))
+        for bad in ([("bad name", "x")], [("x", "a\r\nb")], [("x", "\x00")],
+                    [("x", ["list"])], [(b"x", "1")]):
+            with pytest.raises(InvalidSignedDocument):
+                canonical_headers(bad)  # type: ignore[arg-type]
