@@ -19,13 +19,13 @@ import gc
 import signal
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
-from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp import hdrs, web
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import text
@@ -41,11 +41,12 @@ from secserver.db.engine import is_sqlite, make_async_engine
 from secserver.errors import ConfigError
 from secserver.routing import consumer, provider
 from secserver.routing.backend import BackendClient
-from secserver.routing.context import NODE_KEY, ExchangeNode
+from secserver.routing.context import ExchangeNode
 from secserver.routing.directory import Directory, certificate_sha256, load_directory
 from secserver.routing.documents import replay_retention
+from secserver.routing.errors import Side
 from secserver.routing.headers import ANY_IP_LITERAL
-from secserver.routing.middleware import SIDE_KEY, error_middleware, use_coded_errors
+from secserver.routing.middleware import coded_error, expect_continue, use_coded_errors
 from secserver.routing.peer import PeerPool
 from secserver.routing.replay import REPLAY_WINDOW, ReplayGuard
 from secserver.signing.keys import load_certificates
@@ -69,6 +70,10 @@ def server_tls_context(cert_file: Path, key_file: Path, password: bytes | None,
     context.load_cert_chain(cert_file, key_file, password=password)
     context.load_verify_locations(cadata=_pem(cas))
     context.verify_mode = ssl.CERT_REQUIRED if require_client else ssl.CERT_OPTIONAL
+    # a connection's client certificate is then fixed once the handshake is done (the
+    # handlers learn it once per connection), and a client cannot make the server redo
+    # expensive handshakes on one connection
+    context.options |= ssl.OP_NO_RENEGOTIATION
     return context
 
 
@@ -163,7 +168,7 @@ class _Site(web.BaseSite):
       request head deadline, which starts only after the handshake.
     """
 
-    def __init__(self, runner: web.AppRunner, sock: socket.socket, *,
+    def __init__(self, runner: web.BaseRunner, sock: socket.socket, *,
                  ssl_context: ssl.SSLContext | None, handshake_timeout: float,
                  cap: ConnectionCap) -> None:
         super().__init__(runner, ssl_context=ssl_context)
@@ -229,6 +234,17 @@ class _Site(web.BaseSite):
         self._runner._unreg_site(self)
 
 
+ExchangeHandler = Callable[[web.BaseRequest, ExchangeNode], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class _Exchange:
+    """An exchange port's request handler (``Node._exchange_server``) and its side."""
+
+    side: Side
+    serve: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
 def _require(value: Path | None, key: str, problems: list[str]) -> Path:
     if value is None:
         problems.append(f"{key} is required to run a node")
@@ -243,7 +259,7 @@ class Node:
     config: NodeConfig
     directory: Directory = field(init=False)
     engine: AsyncEngine = field(init=False)
-    runners: list[web.AppRunner] = field(default_factory=list)
+    runners: list[web.BaseRunner] = field(default_factory=list)
     _closers: list[Any] = field(default_factory=list)
     _in_flight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -336,9 +352,9 @@ class Node:
                                             None, cas, require_client=False)
         server_ssl = server_tls_context(server_cert, server_key, password, cas,
                                         require_client=True)
-        await self._listen(self._exchange_app("ClientProxy", node, consumer.handle),
+        await self._listen(self._exchange_server("ClientProxy", node, consumer.handle),
                            config.client.host, config.client.port, client_ssl)
-        await self._listen(self._exchange_app("ServerProxy", node, provider.handle),
+        await self._listen(self._exchange_server("ServerProxy", node, provider.handle),
                            config.server.host, config.server.port, server_ssl)
         # a node that cannot listen must not touch its log; until the writer runs,
         # messages are refused with LoggingFailed ("not running")
@@ -350,48 +366,53 @@ class Node:
                  server=f"{config.server.host}:{config.server.port}",
                  admin=f"{config.admin.host}:{config.admin.port}")
 
-    @web.middleware
-    async def _count_in_flight(self, request: web.Request,
-                               handler: Handler) -> web.StreamResponse:
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            return await handler(request)
-        finally:
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
+    def _exchange_server(self, side: Side, node: ExchangeNode,
+                         handle: ExchangeHandler) -> _Exchange:
+        """The port's one request handler, without aiohttp's router and middleware chain:
+        every request goes to ``handle``; it counts as in flight (for the drain at stop)
+        until answered, and every error becomes a coded answer (``coded_error``)."""
 
-    def _exchange_app(self, side: str, node: ExchangeNode, handler: Any) -> web.Application:
-        app = web.Application(middlewares=[self._count_in_flight, error_middleware],
-                              client_max_size=1024)
-        app[SIDE_KEY] = side
-        app[NODE_KEY] = node
-        app.router.add_route("*", "/{tail:.*}", handler)
-        return app
+        async def serve(request: web.BaseRequest) -> web.StreamResponse:
+            self._in_flight += 1
+            self._idle.clear()
+            try:
+                if hdrs.EXPECT in request.headers:
+                    await expect_continue(request)
+                return await handle(request, node)
+            except Exception as exc:
+                return coded_error(request, exc, side)
+            finally:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._idle.set()
+
+        return _Exchange(side, serve)
 
     def _admin_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         return app
 
-    async def _listen(self, app: web.Application, host: str, port: int,
+    async def _listen(self, target: web.Application | _Exchange, host: str, port: int,
                       ssl_context: ssl.SSLContext | None) -> None:
         limits = self.config.limits
-        runner = web.AppRunner(
-            app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False,
-            keepalive_timeout=limits.header_timeout, max_line_size=limits.max_header_bytes,
-            max_field_size=limits.max_header_bytes, max_headers=limits.max_header_count,
-            lingering_time=0.5,
-        )
+        settings: dict[str, Any] = dict(
+            access_log=None, keepalive_timeout=limits.header_timeout,
+            max_line_size=limits.max_header_bytes, max_field_size=limits.max_header_bytes,
+            max_headers=limits.max_header_count, lingering_time=0.5)
+        runner: web.BaseRunner
+        if isinstance(target, _Exchange):
+            server = web.Server(target.serve, **settings)
+            use_coded_errors(server, target.side)
+            runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                                      handle_signals=False)
+            name = "client" if target.side == "ClientProxy" else "server"
+        else:
+            runner = web.AppRunner(target, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                                   handle_signals=False, **settings)
+            name = "admin"
         await runner.setup()
-        side = app.get(SIDE_KEY)
-        if side is not None:
-            use_coded_errors(runner.server, "ClientProxy" if side == "ClientProxy"
-                             else "ServerProxy")
         self.runners.append(runner)
-        name = {"ClientProxy": "client", "ServerProxy": "server"}.get(
-            str(app.get(SIDE_KEY)), "admin")
         cap = ConnectionCap(name, limits.max_connections)  # shared by the host's addresses
         try:
             for sock in _listening_sockets(host, port):

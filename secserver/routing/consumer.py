@@ -28,13 +28,11 @@ from secserver.routing import documents
 from secserver.routing import headers as h
 from secserver.routing.body import SpooledBody
 from secserver.routing.context import (
-    NODE_KEY,
     ExchangeNode,
     Trace,
     check_request_head,
-    peer_certificate_der,
+    peer_facts,
     read_request_body,
-    remote_address,
     send_body,
 )
 from secserver.routing.directory import ServerEntry
@@ -55,8 +53,11 @@ from secserver.signing.errors import VerificationError
 
 
 def authorise_caller(entry: SubsystemEntry | None, client: str, cert_der: bytes | None,
-                     address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
-    """Raise unless the caller may speak for ``client`` (a local subsystem, ``entry``)."""
+                     address: ipaddress.IPv4Address | ipaddress.IPv6Address, *,
+                     cert_sha256: str | None = None) -> None:
+    """Raise unless the caller may speak for ``client`` (a local subsystem, ``entry``).
+
+    ``cert_sha256``: the SHA-256 (hex) of ``cert_der`` when already known."""
     if entry is None:
         raise UnknownMember(f"client {client} is not a subsystem registered on this "
                             "security server")
@@ -64,7 +65,9 @@ def authorise_caller(entry: SubsystemEntry | None, client: str, cert_der: bytes 
         if cert_der is None:
             raise SslAuthenticationFailed(f"client {client} must call over HTTPS with its "
                                           "registered TLS client certificate")
-        if hashlib.sha256(cert_der).hexdigest() != (entry.tls_cert_sha256 or "").lower():
+        if cert_sha256 is None:
+            cert_sha256 = hashlib.sha256(cert_der).hexdigest()
+        if cert_sha256 != (entry.tls_cert_sha256 or "").lower():
             raise SslAuthenticationFailed(f"the TLS client certificate is not the one "
                                           f"registered for {client}")
         return
@@ -125,8 +128,8 @@ def relayed_error(response: PeerResponse, code: str) -> RelayedError:
                         detail[:1000] if isinstance(detail, str) else None)
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
-    node = request.app[NODE_KEY]
+async def handle(request: web.BaseRequest, node: ExchangeNode) -> web.StreamResponse:
+    """Serve one call of a local information system (the client port)."""
     started = time.monotonic()
     check_request_head(request, node.client_hosts)
     now = datetime.now(UTC)
@@ -135,7 +138,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     body: SpooledBody | None = None
     try:
         if is_soap(request):
-            body = await read_request_body(request, node)
+            body = await read_request_body(request, node.limits, node.spool_dir)
             exchange = parse_soap_request(
                 body.read_all(), request.headers.get("Content-Type"), pairs,
                 XmlLimits(node.limits.xml_max_depth, node.limits.xml_max_elements))
@@ -145,21 +148,22 @@ async def handle(request: web.Request) -> web.StreamResponse:
             exchange = replace(exchange, message_id=str(uuid.uuid4()))
         message_id = exchange.message_id
         assert message_id is not None
-        request[CONTEXT] = {h.X_CLIENT: str(exchange.client),
-                            h.X_SERVICE: str(exchange.service), h.X_ID: message_id}
-        trace = Trace("consumer", message_id, str(exchange.client), str(exchange.service),
-                      exchange.method, exchange.path_and_query, started)
+        client, service = str(exchange.client), str(exchange.service)
+        request[CONTEXT] = {h.X_CLIENT: client, h.X_SERVICE: service, h.X_ID: message_id}
+        trace = Trace("consumer", message_id, client, service, exchange.method,
+                      exchange.path_and_query, started)
         try:
             entry = node.registry().local_subsystem(exchange.client)
-            authorise_caller(entry, str(exchange.client), peer_certificate_der(request),
-                             remote_address(request))
+            caller = peer_facts(request)
+            authorise_caller(entry, client, caller.cert_der, caller.address,
+                             cert_sha256=caller.cert_sha256)
             if exchange.client.member != node.owner:
                 raise UnknownMember(f"client {exchange.client} belongs to another member than "
                                     f"this security server's owner {node.owner}")
             servers = provider_servers(node, exchange)
-            trace = replace(trace, peer=str(servers[0].server_id))
+            trace = trace.with_peer(str(servers[0].server_id))
             if body is None:
-                body = await read_request_body(request, node)
+                body = await read_request_body(request, node.limits, node.spool_dir)
             return await _exchange(request, node, exchange, message_id, body, trace, servers)
         except SecServerError as exc:
             if not getattr(exc, "logged", False):
@@ -170,7 +174,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             body.close()
 
 
-async def _exchange(request: web.Request, node: ExchangeNode, exchange: ExchangeRequest,
+async def _exchange(request: web.BaseRequest, node: ExchangeNode, exchange: ExchangeRequest,
                     message_id: str, body: SpooledBody, trace: Trace,
                     servers: tuple[ServerEntry, ...]) -> web.StreamResponse:
     now = datetime.now(UTC)
@@ -179,7 +183,7 @@ async def _exchange(request: web.Request, node: ExchangeNode, exchange: Exchange
     await node.append_log(trace.record("request", at=now, body=body,
                                        signed_document=document, signature=signature))
     headers = list(exchange.headers)
-    headers += [(h.X_CLIENT, str(exchange.client)), (h.X_ID, message_id),
+    headers += [(h.X_CLIENT, trace.client), (h.X_ID, message_id),
                 (h.X_MESSAGE_KIND, exchange.kind),
                 (h.X_SIGNED_DOCUMENT, base64.b64encode(document).decode("ascii")),
                 (h.X_SIGNATURE, base64.b64encode(signature).decode("ascii"))]
@@ -192,14 +196,14 @@ async def _exchange(request: web.Request, node: ExchangeNode, exchange: Exchange
         except PeerUnreachable:
             if index == len(servers) - 1:
                 raise  # nothing was sent to any of them
-    trace = replace(trace, peer=str(server.server_id))
+    trace = trace.with_peer(str(server.server_id))
     try:
         return await _answer(request, node, exchange, message_id, document, response, trace)
     finally:
         response.body.close()
 
 
-async def _answer(request: web.Request, node: ExchangeNode, exchange: ExchangeRequest,
+async def _answer(request: web.BaseRequest, node: ExchangeNode, exchange: ExchangeRequest,
                   message_id: str, document: bytes, response: PeerResponse,
                   trace: Trace) -> web.StreamResponse:
     error_code = response.header(h.X_ERROR)
@@ -231,8 +235,8 @@ async def _answer(request: web.Request, node: ExchangeNode, exchange: ExchangeRe
     await node.append_log(trace.record(
         "response", at=now, body=response.body, status=response.status,
         signed_document=response_document, signature=response_signature))
-    headers = [*h.end_to_end(response.headers), (h.X_CLIENT, str(exchange.client)),
-               (h.X_SERVICE, str(exchange.service)), (h.X_ID, message_id),
+    headers = [*h.end_to_end(response.headers), (h.X_CLIENT, trace.client),
+               (h.X_SERVICE, trace.service), (h.X_ID, message_id),
                (h.X_REQUEST_HASH, request_hash(document))]
     return await send_body(request, response.status, headers, response.body)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import ipaddress
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +27,7 @@ from secserver.routing.backend import BackendClient
 from secserver.routing.body import SpooledBody, spool
 from secserver.routing.directory import Directory
 from secserver.routing.errors import InvalidRequest, MessageTooLarge, qualified_code
-from secserver.routing.middleware import is_soap
+from secserver.routing.middleware import CodedRequestHandler, is_soap
 from secserver.routing.peer import PeerPool, ResponseLimits
 from secserver.routing.replay import ReplayGuard
 from secserver.signing.trust import TrustStore
@@ -63,9 +65,6 @@ class ExchangeNode:
                               self.spool_dir)
 
 
-NODE_KEY = web.AppKey("secserver-exchange-node", ExchangeNode)
-
-
 def body_limit(request: web.BaseRequest, limits: LimitsSection) -> tuple[int, str]:
     """The size limit for this request's body and what to call it: a SOAP envelope is
     parsed whole, so it gets ``[limits] max_soap_bytes`` (when smaller)."""
@@ -82,41 +81,104 @@ def precheck_length(request: web.BaseRequest, limits: LimitsSection) -> None:
                               f"of {max_bytes} bytes")
 
 
-async def read_request_body(request: web.BaseRequest, node: ExchangeNode) -> SpooledBody:
-    """The request body, size-limited, within ``[limits] body_timeout``, hashed, spooled."""
-    precheck_length(request, node.limits)
-    max_bytes, what = body_limit(request, node.limits)
+class _Arrived:
+    """A body that has already arrived whole, as the one chunk of an async iterator."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _Arrived:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._data is None:
+            raise StopAsyncIteration
+        data, self._data = self._data, None
+        return data
+
+
+async def read_request_body(request: web.BaseRequest, limits: LimitsSection,
+                            spool_dir: Path) -> SpooledBody:
+    """The request body, size-limited, within ``[limits] body_timeout``, hashed, kept in
+    memory up to ``spool_threshold_bytes``, else spooled to a file in ``spool_dir``.
+
+    A small body that has already arrived whole (it usually comes with its head) is taken
+    as it is, without arming the deadline's timer; any other body streams through ``spool``."""
+    precheck_length(request, limits)
+    max_bytes, what = body_limit(request, limits)
+    content = request.content
+    source: AsyncIterator[bytes]
+    if content.is_eof() and content.exception() is None:
+        data = content.read_nowait()
+        if len(data) <= max_bytes and len(data) <= limits.spool_threshold_bytes:
+            return SpooledBody.from_bytes(data)
+        source = _Arrived(data)  # too large, or to be spooled to disk: spool decides
+    else:
+        source = content.iter_chunked(256 * 1024)
     try:
-        return await spool(request.content.iter_chunked(256 * 1024),
-                           max_bytes=max_bytes,
-                           threshold=node.limits.spool_threshold_bytes,
-                           spool_dir=node.spool_dir, deadline_s=node.limits.body_timeout,
-                           what=what)
+        return await spool(source, max_bytes=max_bytes, threshold=limits.spool_threshold_bytes,
+                           spool_dir=spool_dir, deadline_s=limits.body_timeout, what=what)
     except (ConnectionError, aiohttp.ClientError, HttpProcessingError) as exc:
         # the caller went away or broke the framing mid-body: nobody reads an answer
         raise InvalidRequest("the request body was cut off or malformed",
                              detail=type(exc).__name__) from exc
 
 
-def peer_certificate_der(request: web.BaseRequest) -> bytes | None:
-    transport = request.transport
-    if transport is None:
-        return None
-    ssl_object = transport.get_extra_info("ssl_object")
-    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
-        return None
-    der = ssl_object.getpeercert(binary_form=True)
-    return der if der else None
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def remote_address(request: web.BaseRequest) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    transport = request.transport
-    peer = transport.get_extra_info("peername") if transport is not None else None
+@dataclass(frozen=True, slots=True)
+class PeerFacts:
+    """What a request's connection says about its caller: the TLS client certificate
+    (DER and its SHA-256, hex) and the IP address (IPv4-mapped IPv6 as IPv4).
+
+    All are fixed for the life of a connection (the node's TLS listeners refuse
+    renegotiation, ``node.server_tls_context``), so they are learnt once per connection and
+    kept on its protocol, together with the transport they were read from."""
+
+    transport: object
+    cert_der: bytes | None
+    cert_sha256: str | None
+    address: Address
+
+
+def _read_peer_facts(transport: asyncio.BaseTransport | None) -> PeerFacts:
+    der: bytes | None = None
+    peer: object = None
+    if transport is not None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+            der = ssl_object.getpeercert(binary_form=True) or None
+        peer = transport.get_extra_info("peername")
     host = peer[0] if isinstance(peer, tuple) and peer else "0.0.0.0"  # noqa: S104
     address = ipaddress.ip_address(host)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+        address = address.ipv4_mapped
+    return PeerFacts(transport, der, hashlib.sha256(der).hexdigest() if der else None,
+                     address)
+
+
+def peer_facts(request: web.BaseRequest) -> PeerFacts:
+    """The caller's certificate and address, read once per connection."""
+    transport = request.transport
+    protocol = request.protocol
+    if isinstance(protocol, CodedRequestHandler):
+        known = protocol.peer_facts
+        if isinstance(known, PeerFacts) and known.transport is transport:
+            return known
+        facts = _read_peer_facts(transport)
+        if transport is not None:
+            protocol.peer_facts = facts
+        return facts
+    return _read_peer_facts(transport)
+
+
+def peer_certificate_der(request: web.BaseRequest) -> bytes | None:
+    return peer_facts(request).cert_der
+
+
+def remote_address(request: web.BaseRequest) -> Address:
+    return peer_facts(request).address
 
 
 def check_request_head(request: web.BaseRequest, allowed_hosts: frozenset[str]) -> None:
@@ -139,9 +201,11 @@ def check_request_head(request: web.BaseRequest, allowed_hosts: frozenset[str]) 
         raise InvalidRequest("the request has more than one Content-Length header")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Trace:
-    """One exchange as this side logs it; ``record`` makes its log records."""
+    """One exchange as this side logs it; ``record`` makes its log records.
+
+    Not changed once made: ``with_peer`` gives a copy naming another peer."""
 
     side: Literal["consumer", "provider"]
     message_id: str
@@ -151,6 +215,10 @@ class Trace:
     path: str
     started: float
     peer: str | None = None
+
+    def with_peer(self, peer: str) -> Trace:
+        return Trace(self.side, self.message_id, self.client, self.service, self.method,
+                     self.path, self.started, peer)
 
     def record(self, direction: Literal["request", "response"], *, at: datetime,
                body: SpooledBody | None = None, status: int | None = None,
@@ -178,18 +246,13 @@ class Trace:
         )
 
 
-async def send_body(request: web.Request, status: int, headers: list[tuple[str, str]],
+async def send_body(request: web.BaseRequest, status: int, headers: list[tuple[str, str]],
                     body: SpooledBody) -> web.StreamResponse:
     """Answer with ``headers`` (kept in order, repeats kept) and ``body``: in one write when
     the body is in memory, streamed from its spool file otherwise."""
     if body.in_memory:
-        response = web.Response(status=status, body=body.read_all())
-        for name, value in headers:
-            response.headers.add(name, value)
-        return response
-    out = web.StreamResponse(status=status)
-    for name, value in headers:
-        out.headers.add(name, value)
+        return web.Response(status=status, body=body.read_all(), headers=headers)
+    out = web.StreamResponse(status=status, headers=headers)
     out.content_length = body.size
     await out.prepare(request)
     async for chunk in body.chunks():

@@ -13,7 +13,8 @@ import re
 import uuid
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
@@ -44,7 +45,7 @@ def is_soap(request: web.BaseRequest) -> bool:
 def error_response(request: web.BaseRequest, error: SecServerError, side: Side) -> web.Response:
     code = qualified_code(error, side)
     headers: dict[str, str] = {h.X_ERROR: code}
-    known = request.get(CONTEXT) if isinstance(request, web.Request) else None
+    known = request.get(CONTEXT)
     if known is not None:
         headers.update(known)
     if is_soap(request):
@@ -59,32 +60,57 @@ def error_response(request: web.BaseRequest, error: SecServerError, side: Side) 
     return response
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    side: Side = "ClientProxy" if request.app[SIDE_KEY] == "ClientProxy" else "ServerProxy"
-    try:
-        return await handler(request)
-    except SecServerError as exc:
+def coded_error(request: web.BaseRequest, exc: Exception, side: Side) -> web.StreamResponse:
+    """The coded answer to an exception a handler raised; call it in the ``except`` block.
+
+    A ``SecServerError`` is answered with its code; an HTTP error (4xx/5xx) as
+    ``InvalidRequest``; anything unexpected is logged with a reference and answered as
+    ``InternalError`` without internal detail. A lost caller (``ConnectionError``) and HTTP
+    exceptions below 400 are raised again."""
+    if isinstance(exc, SecServerError):
         log.info("exchange refused", code=qualified_code(exc, side), reason=exc.message,
                  path=request.raw_path[:200], method=request.method)
         return error_response(request, exc, side)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         error: SecServerError = InvalidRequest(
             f"{exc.reason}: this port serves X-Road REST calls under /r1/ and SOAP "
             "envelopes posted to /", http_status=exc.status)
         return error_response(request, error, side)
-    except ConnectionError:
+    if isinstance(exc, ConnectionError):
         # the caller went away while we answered: nobody to tell, nothing internal broke
         log.info("caller disconnected", path=request.raw_path[:200], method=request.method)
-        raise
-    except Exception:
-        reference = uuid.uuid4().hex
-        log.exception("internal error", reference=reference)
-        failure = InternalError("an internal error occurred; the operator can find it in the "
-                                "node's log", detail=f"reference {reference}")
-        return error_response(request, failure, side)
+        raise exc
+    reference = uuid.uuid4().hex
+    log.exception("internal error", reference=reference)
+    failure = InternalError("an internal error occurred; the operator can find it in the "
+                            "node's log", detail=f"reference {reference}")
+    return error_response(request, failure, side)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``coded_error`` as an aiohttp middleware (the app's ``SIDE_KEY`` names the side)."""
+    side: Side = "ClientProxy" if request.app[SIDE_KEY] == "ClientProxy" else "ServerProxy"
+    try:
+        return await handler(request)
+    except Exception as exc:
+        return coded_error(request, exc, side)
+
+
+async def expect_continue(request: web.BaseRequest) -> None:
+    """Answer ``Expect: 100-continue`` as aiohttp's application router does: in HTTP/1.1
+    any other expectation is refused (417); HTTP/1.0 has none, the header is ignored."""
+    expect = request.headers.get(hdrs.EXPECT)
+    if not expect or request.version != HttpVersion11:
+        return
+    if expect.lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the real answer has not started yet
+        return
+    raise InvalidRequest("the only expectation this port meets is 'Expect: 100-continue'",
+                         detail=expect[:80], http_status=417)
 
 
 _REQUEST_LINE = re.compile(rb"[A-Z]{3,10} [!-~]+ HTTP/")
@@ -106,16 +132,20 @@ def looks_like_soap_head(head: bytes) -> bool:
     return _XML_CONTENT_TYPE.search(headers) is not None
 
 
-class _CodedRequestHandler(RequestHandler):
+class CodedRequestHandler(RequestHandler):
     """Answers HTTP-level failures (malformed request line or headers, header limits,
     conflicting framing), which happen before any handler runs, with a coded error:
     a SOAP fault when the request can be recognised as SOAP (``POST /`` with a
     ``text/xml`` Content-Type), else JSON.
 
     aiohttp no longer has the request's head when it reports such a failure, so the
-    first bytes of the latest request head are kept (at most ``HEAD_SNIFF_BYTES``)."""
+    first bytes of the latest request head are kept (at most ``HEAD_SNIFF_BYTES``).
+
+    ``peer_facts`` is where ``routing.context.peer_facts`` keeps what the connection says
+    about its caller (certificate, address), learnt once per connection."""
 
     _head = b""
+    peer_facts: object = None
 
     def data_received(self, data: bytes) -> None:
         if _REQUEST_LINE.match(data):  # a request head starts (clients send it first)
@@ -170,7 +200,7 @@ class _CodedServer(web.Server):
     secserver_side: Side = "ClientProxy"
 
     def __call__(self) -> RequestHandler:
-        return _CodedRequestHandler(self, loop=self._loop, **self._kwargs)
+        return CodedRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
 def use_coded_errors(server: web.Server | None, side: Side) -> None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
+import contextlib
 import time
+from collections.abc import Awaitable
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -28,11 +29,10 @@ from secserver.routing import headers as h
 from secserver.routing.backend import BackendResponse
 from secserver.routing.body import SpooledBody
 from secserver.routing.context import (
-    NODE_KEY,
     ExchangeNode,
     Trace,
     check_request_head,
-    peer_certificate_der,
+    peer_facts,
     read_request_body,
     send_body,
 )
@@ -61,17 +61,15 @@ from secserver.signing.document import SignedDocument, request_hash
 
 
 def peer_server(node: ExchangeNode, request: web.BaseRequest) -> ServerEntry:
-    der = peer_certificate_der(request)
-    entry = (node.directory.server_by_cert_sha256(hashlib.sha256(der).hexdigest())
-             if der is not None else None)
+    sha256 = peer_facts(request).cert_sha256
+    entry = node.directory.server_by_cert_sha256(sha256) if sha256 is not None else None
     if entry is None:
         raise SslAuthenticationFailed("the TLS client is not a security server listed in the "
                                       "member directory")
     return entry
 
 
-def _signature_headers(request: web.BaseRequest) -> tuple[bytes, bytes]:
-    pairs = list(request.headers.items())
+def _signature_headers(pairs: list[tuple[str, str]]) -> tuple[bytes, bytes]:
     document_b64 = h.single(pairs, h.X_SIGNED_DOCUMENT)
     signature_b64 = h.single(pairs, h.X_SIGNATURE)
     if document_b64 is None or signature_b64 is None:
@@ -84,16 +82,16 @@ def _signature_headers(request: web.BaseRequest) -> tuple[bytes, bytes]:
         raise InvalidMessage("the signed document or signature header is not base64") from exc
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
-    node = request.app[NODE_KEY]
+async def handle(request: web.BaseRequest, node: ExchangeNode) -> web.StreamResponse:
+    """Serve one call of another security server (the server port)."""
     started = time.monotonic()
     peer = peer_server(node, request)
     check_request_head(request, node.server_hosts)
     now = datetime.now(UTC)
     node.check_accepting(now)
-    document, signature = _signature_headers(request)
-    pairs = list(request.headers.items())
-    body = await read_request_body(request, node)
+    pairs: list[tuple[str, str]] = list(request.headers.items())
+    document, signature = _signature_headers(pairs)
+    body = await read_request_body(request, node.limits, node.spool_dir)
     try:
         if is_soap(request):
             exchange = parse_soap_request(
@@ -107,10 +105,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
             exchange = replace(exchange, message_id=message_id)
         message_id = exchange.message_id
         assert message_id is not None
-        request[CONTEXT] = {h.X_CLIENT: str(exchange.client),
-                            h.X_SERVICE: str(exchange.service), h.X_ID: message_id}
-        trace = Trace("provider", message_id, str(exchange.client), str(exchange.service),
-                      exchange.method, exchange.path_and_query, started, str(peer.server_id))
+        client, service = str(exchange.client), str(exchange.service)
+        request[CONTEXT] = {h.X_CLIENT: client, h.X_SERVICE: service, h.X_ID: message_id}
+        trace = Trace("provider", message_id, client, service, exchange.method,
+                      exchange.path_and_query, started, str(peer.server_id))
         try:
             return await _serve(request, node, peer, exchange, document, signature, body,
                                 trace, now)
@@ -122,7 +120,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         body.close()
 
 
-async def _serve(request: web.Request, node: ExchangeNode, peer: ServerEntry,
+async def _serve(request: web.BaseRequest, node: ExchangeNode, peer: ServerEntry,
                  exchange: ExchangeRequest, document: bytes, signature: bytes,
                  body: SpooledBody, trace: Trace, now: datetime) -> web.StreamResponse:
     if exchange.client.member not in peer.members:
@@ -140,16 +138,13 @@ async def _serve(request: web.Request, node: ExchangeNode, peer: ServerEntry,
                       exchange.path, exchange.data_subject, now)
     if not decision.allowed:
         raise AccessDenied(f"access denied: {decision.reason}")
-    durable = node.replay.reserve(str(exchange.client), exchange.message_id, time.time())
+    durable = node.replay.reserve(trace.client, exchange.message_id, time.time())
     logged = node.append_log(trace.record("request", at=now, body=body,
                                           reason=decision.reason, signed_document=document,
                                           signature=signature, body_policy=service.log_body))
-    results = await asyncio.gather(durable, logged, return_exceptions=True)
-    for result in results:  # replay first: a replay is refused even if logging failed
-        if isinstance(result, BaseException):
-            raise result
+    await _replay_and_log(durable, logged)
     headers = list(exchange.headers)
-    headers += [(h.X_CLIENT, str(exchange.client)), (h.X_ID, exchange.message_id)]
+    headers += [(h.X_CLIENT, trace.client), (h.X_ID, exchange.message_id)]
     url = service.backend_url if exchange.kind == "soap" \
         else backend_target(service.backend_url, exchange)
     timeout = service.timeout if service.timeout > 0 else node.limits.backend_timeout
@@ -167,6 +162,24 @@ async def _serve(request: web.Request, node: ExchangeNode, peer: ServerEntry,
         response.body.close()
 
 
+async def _replay_and_log(durable: Awaitable[None], logged: Awaitable[int]) -> None:
+    """Await the replay store's check and the request's log record, which run side by
+    side; both have ended when this returns or raises, and a replay is refused even if
+    logging failed (``asyncio.gather`` with ``return_exceptions``, replay first, with one
+    task less)."""
+    logging = asyncio.ensure_future(logged)
+    try:
+        await durable
+    except asyncio.CancelledError:
+        logging.cancel()
+        raise
+    except Exception:
+        with contextlib.suppress(Exception):
+            await logging  # the replay decides the answer whatever the log said
+        raise
+    await logging
+
+
 def _check_soap_response(node: ExchangeNode, exchange: ExchangeRequest,
                          response: BackendResponse) -> None:
     content_type = next((v for k, v in response.headers if k == "content-type"), None)
@@ -181,7 +194,7 @@ def _check_soap_response(node: ExchangeNode, exchange: ExchangeRequest,
                                      f"{exc.message}") from exc
 
 
-async def _answer(request: web.Request, node: ExchangeNode, signed: SignedDocument,
+async def _answer(request: web.BaseRequest, node: ExchangeNode, signed: SignedDocument,
                   document: bytes, response: BackendResponse, trace: Trace,
                   log_body: str) -> web.StreamResponse:
     now = datetime.now(UTC)

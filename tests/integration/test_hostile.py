@@ -422,3 +422,32 @@ def test_non_ascii_header_values(exchange: Exchange) -> None:
                  + b"X-Name: \xff\xfe\r\n\r\n")
     assert broken.status == 400, broken.body
     assert broken.code == "Client.InvalidRequest"
+
+
+def test_expect_100_continue_is_met(exchange: Exchange) -> None:
+    body = b"e" * 3000
+    with socket.create_connection(("127.0.0.1", exchange.consumer_port), timeout=20) as sock:
+        sock.sendall(head(exchange, exchange.rest_target(ECHO, "/expect"), method="POST")
+                     + f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode())
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            chunk = sock.recv(65536)
+            assert chunk, interim
+            interim += chunk
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim
+        data = interim.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(body)
+        while not (b"\r\n\r\n" in data and _complete(data)):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    answer = Raw(data)
+    assert answer.status == 200, answer.body
+    assert json.loads(answer.body)["body_size"] == len(body)
+
+
+def test_unknown_expectation_gets_417(exchange: Exchange) -> None:
+    answer = raw(exchange.consumer_port,
+                 head(exchange, exchange.rest_target(ECHO), "Expect: teapot\r\n") + b"\r\n")
+    assert answer.status == 417, answer.body
+    assert answer.code == "Client.InvalidRequest"

@@ -44,6 +44,9 @@ def test_server_port_context_is_mutual_tls_1_2_or_later(tmp_path: Path) -> None:
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2
     client_port = server_tls_context(cert, key, None, [ca], require_client=False)
     assert client_port.verify_mode == ssl.CERT_OPTIONAL
+    # a connection's client certificate cannot change (the handlers learn it once)
+    for listener in (context, client_port):
+        assert listener.options & ssl.OP_NO_RENEGOTIATION
 
 
 def test_peer_context_verifies_the_chain_and_presents_our_certificate(tmp_path: Path) -> None:
