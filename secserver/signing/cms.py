@@ -844,12 +844,26 @@ def _verify_known(data: bytes, content: bytes, trust: TrustStore, now: datetime,
                   purpose: Purpose) -> tuple[_SignerCert, datetime] | None:
     """Verify a detached signature laid out like one verified before (a template), with
     every check of ``_verify_parsed`` in the same order; ``None`` when no template fits."""
+    template = _known_template(data)
+    if template is None:
+        return None
+    return _verify_with(template, data, content, trust, now, purpose)
+
+
+def _known_template(data: bytes) -> _Template | None:
+    """The template ``data`` fits byte for byte outside its variable parts, if any."""
     template = _templates.get(data[:_TEMPLATE_KEY])
     if template is None or len(data) != template.size or \
             not data.startswith(template.prefix) or \
             not data.startswith(_DIGEST_ATTR_PREFIX, template.time_at + 13) or \
             not data.startswith(template.middle, template.middle_at):
         return None
+    return template
+
+
+def _verify_with(template: _Template, data: bytes, content: bytes, trust: TrustStore,
+                 now: datetime, purpose: Purpose) -> tuple[_SignerCert, datetime]:
+    """``_verify_known`` once ``_known_template(data)`` returned ``template``."""
     time_at, digest_at = template.time_at, template.digest_at
     try:
         signing_time = _utc_time(data[time_at:time_at + 13])
@@ -908,6 +922,12 @@ class _Verified:
     purpose: Purpose
 
 
+# Batch signatures verified over their batch root document: one entry per batch, so a
+# receiver verifies each batch's CMS once however many of its messages arrive. A peer has
+# at most as many batches in flight as calls in flight (each call is in one batch); the
+# bound leaves room for many busy peers and costs ~1 KB an entry (the CMS DER, the root
+# document and references to cached certificates). Least recently used goes first.
+_VERIFIED_CACHE_SIZE = 1024
 _verified_cache: OrderedDict[tuple[bytes, bytes], _Verified] = OrderedDict()
 
 
@@ -921,34 +941,48 @@ def verify_detached(signature: bytes, content: bytes, trust: TrustStore, now: da
     certificate must be bound to its member. ``reuse=True`` remembers that this exact
     signature verified over this exact content (for batch signatures, which many messages
     share); a repeat then only re-checks the certificate path at ``now`` with ``trust``
-    and the member binding.
+    (for ``purpose``) and the member binding: no parsing, no digest, no signature check.
+    The caller checks what differs per message (``verify_message``: the audit path from
+    the document to the root that ``content`` names).
     """
-    if reuse:
-        with _cert_lock:
-            hit = _verified_cache.get((signature, content))
-        if hit is not None and hit.purpose is purpose:
-            try:
-                trust.verify_der(hit.signer_der, hit.signer.cert, now=now, purpose=purpose,
-                                 intermediates=hit.intermediates)
-            except ValueError as exc:
-                raise MalformedSignature(f"a certificate in the signature is malformed: "
-                                         f"{exc}") from exc
-            return VerifiedSignature(_bind(hit.signer, expected_member), hit.signer.cert,
-                                     hit.signing_time)
-    known = _verify_known(signature, content, trust, now, purpose)
-    if known is not None and not reuse:
-        return VerifiedSignature(_bind(known[0], expected_member), known[0].cert, known[1])
-    signer, signing_time = known or _verify_new(signature, content, trust, now, purpose)
-    if reuse:
+    if not reuse:
+        known = _verify_known(signature, content, trust, now, purpose)
+        signer, signing_time = known or _verify_new(signature, content, trust, now, purpose)
+        return VerifiedSignature(_bind(signer, expected_member), signer.cert, signing_time)
+    key = (signature, content)
+    with _cert_lock:
+        hit = _verified_cache.get(key)
+        if hit is not None:
+            _verified_cache.move_to_end(key)
+    if hit is not None and hit.purpose is purpose:
+        try:
+            trust.verify_der(hit.signer_der, hit.signer.cert, now=now, purpose=purpose,
+                             intermediates=hit.intermediates)
+        except VerificationError:
+            raise
+        except Exception as exc:  # a malformed extension or name, found when first read
+            raise MalformedSignature(f"a certificate in the signature is malformed: "
+                                     f"{type(exc).__name__} {exc}") from exc
+        return VerifiedSignature(_bind(hit.signer, expected_member), hit.signer.cert,
+                                 hit.signing_time)
+    template = _known_template(signature)
+    if template is not None:
+        known_signer, known_time = _verify_with(template, signature, content, trust, now,
+                                                purpose)
+        entry = _Verified(known_signer, template.signer_der, template.intermediates,
+                          known_time, purpose)
+    else:
+        signer, signing_time = _verify_new(signature, content, trust, now, purpose)
         parsed = parse_signed_data(signature)
         signer_der = next(c for c in parsed.certificates if _signer_cert(c) is signer)
         others = tuple(_signer_cert(c).cert for c in parsed.certificates if c is not signer_der)
-        with _cert_lock:
-            _verified_cache[(signature, content)] = _Verified(signer, signer_der, others,
-                                                              signing_time, purpose)
-            while len(_verified_cache) > 64:
-                _verified_cache.popitem(last=False)
-    return VerifiedSignature(_bind(signer, expected_member), signer.cert, signing_time)
+        entry = _Verified(signer, signer_der, others, signing_time, purpose)
+    with _cert_lock:
+        _verified_cache[key] = entry
+        while len(_verified_cache) > _VERIFIED_CACHE_SIZE:
+            _verified_cache.popitem(last=False)
+    return VerifiedSignature(_bind(entry.signer, expected_member), entry.signer.cert,
+                             entry.signing_time)
 
 
 def _verify_new(signature: bytes, content: bytes, trust: TrustStore, now: datetime,

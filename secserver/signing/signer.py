@@ -13,8 +13,10 @@ A message signature (the ``signature blob``) has one of two forms (docs/protocol
   bytes), ``path`` the audit path of this document (leaf ``index`` of ``size``).
 
 The two forms differ in the first element of the outer SEQUENCE (OID vs INTEGER).
-``Signer`` makes single signatures inline for EC keys; RSA keys sign in a worker thread,
-and in ``auto`` mode requests that queue while the key is busy are signed together as one
+``Signer`` signs EC keys inline, in the event loop: in ``auto`` mode the documents queued
+by every handler that ran in one loop iteration are signed together, in the next one, as
+one batch (a lone document gets a single signature). RSA keys sign in a worker thread, and
+in ``auto`` mode requests that queue while the key is busy are signed together as one
 batch.
 """
 
@@ -147,9 +149,12 @@ def verify_message(document_bytes: bytes, signature_blob: bytes, trust: TrustSto
 class Signer:
     """Signs signed documents with one member key (``async sign`` or ``sign_now``).
 
-    ``batch="auto"``: when documents arrive while the key is busy, the next signature
-    covers all of them (up to ``max_batch``) as one Merkle batch. ``inline=None`` signs EC
-    keys in the event loop (tens of microseconds) and RSA keys in a worker thread.
+    ``batch="auto"``: documents that arrive together share one signature over a Merkle
+    batch (up to ``max_batch`` documents). Inline keys (``inline=None``: EC keys, tens of
+    microseconds a signature) sign in the event loop, once per loop iteration, everything
+    queued by the handlers of the iteration before; other keys (RSA) sign in a worker
+    thread, and what queued while it was busy becomes the next batch. A batch of one
+    document is a single signature. ``batch="off"``: one single signature per document.
     Call ``close()`` on shutdown.
     """
 
@@ -168,8 +173,10 @@ class Signer:
         self._executor: ThreadPoolExecutor | None = None
         self._queue: list[tuple[bytes, asyncio.Future[bytes]]] = []
         self._worker: asyncio.Task[None] | None = None
-        self.batches_signed = 0
-        self.signatures_made = 0
+        self._tick: asyncio.Handle | None = None  # the scheduled inline drain
+        self.batches_signed = 0     # signatures over a Merkle batch of 2 or more documents
+        self.signatures_made = 0    # CMS signatures (single ones and batch roots)
+        self.documents_signed = 0   # signed documents that got a signature blob
 
     @classmethod
     def from_files(cls, cert_file: Path | str, key_file: Path | str,
@@ -195,8 +202,14 @@ class Signer:
 
     def sign_now(self, document_bytes: bytes) -> bytes:
         """A single signature (plain CMS DER), made in the calling thread."""
+        signature = self._sign(document_bytes)
+        self.documents_signed += 1
+        return signature
+
+    def _sign(self, content: bytes) -> bytes:
+        signature = self._cms.sign(content, signing_time=self._clock())
         self.signatures_made += 1
-        return self._cms.sign(document_bytes, signing_time=self._clock())
+        return signature
 
     def sign_many(self, documents: Sequence[bytes]) -> list[bytes]:
         """One signature blob per document: single for one, a Merkle batch for several."""
@@ -204,8 +217,9 @@ class Signer:
             return [self.sign_now(documents[0])]
         root, paths = audit_paths(documents)
         size = len(documents)
-        cms = self.sign_now(batch_root_document(root, size))
+        cms = self._sign(batch_root_document(root, size))
         self.batches_signed += 1
+        self.documents_signed += size
         return [SignatureBlob(cms, BatchProof(i, size, tuple(paths[i]))).to_bytes()
                 for i in range(size)]
 
@@ -216,41 +230,75 @@ class Signer:
 
     async def sign(self, document_bytes: bytes) -> bytes:
         """Sign one document; returns the signature blob bytes."""
-        if self.inline and not self._queue and (self._worker is None or self._worker.done()):
+        if self.inline and self.batch == "off":
             return self.sign_now(document_bytes)
         loop = asyncio.get_running_loop()
         if self.batch == "off":
             return await loop.run_in_executor(self._pool(), self.sign_now, document_bytes)
         future: asyncio.Future[bytes] = loop.create_future()
         self._queue.append((document_bytes, future))
-        if self._worker is None or self._worker.done():
+        if self.inline:
+            if self._tick is None:
+                # one drain per loop iteration, after every handler that runs in this one
+                self._tick = loop.call_soon(self._drain_inline)
+        elif self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain(), name="secserver-signer-batch")
         return await future
+
+    def _take(self) -> list[tuple[bytes, asyncio.Future[bytes]]]:
+        """The next batch: up to ``max_batch`` queued documents whose caller still waits."""
+        taken = self._queue[:self.max_batch]
+        del self._queue[:self.max_batch]
+        return [(doc, fut) for doc, fut in taken if not fut.done()]
+
+    def _drain_inline(self) -> None:
+        """Sign everything queued (inline keys), one batch per ``max_batch`` documents."""
+        self._tick = None
+        while self._queue:
+            live = self._take()
+            if not live:
+                continue
+            try:
+                blobs = self.sign_many([doc for doc, _ in live])
+            except Exception as exc:
+                _settle(live, exc)
+                continue
+            _settle(live, blobs)
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while self._queue:
-            taken = self._queue[:self.max_batch]
-            del self._queue[:self.max_batch]
-            live = [(doc, fut) for doc, fut in taken if not fut.done()]
+            live = self._take()
             if not live:
                 continue
             try:
                 blobs = await loop.run_in_executor(self._pool(), self.sign_many,
                                                    [doc for doc, _ in live])
             except Exception as exc:
-                for _doc, fut in live:
-                    if not fut.done():
-                        fut.set_exception(exc)
+                _settle(live, exc)
                 continue
-            for (_doc, fut), blob in zip(live, blobs, strict=True):
-                if not fut.done():
-                    fut.set_result(blob)
+            _settle(live, blobs)
 
     async def close(self) -> None:
         """Finish queued signatures, then stop the worker thread."""
+        if self._tick is not None:
+            self._tick.cancel()
+            self._drain_inline()
         if self._worker is not None and not self._worker.done():
             await self._worker
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+
+
+def _settle(waiters: list[tuple[bytes, asyncio.Future[bytes]]],
+            outcome: list[bytes] | Exception) -> None:
+    """Hand each waiter its blob, or the exception to all; skip those no longer waiting."""
+    if isinstance(outcome, Exception):
+        for _doc, fut in waiters:
+            if not fut.done():
+                fut.set_exception(outcome)
+        return
+    for (_doc, fut), blob in zip(waiters, outcome, strict=True):
+        if not fut.done():
+            fut.set_result(blob)

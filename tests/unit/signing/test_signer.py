@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pki_fixtures import Issued, ca_fixture, make_ca, make_leaf, trust_fixture  # noqa: F401
 
 from secserver.config import load_config
 from secserver.identifiers import ClientId
-from secserver.signing import der
+from secserver.signing import cms, der
 from secserver.signing.cms import verify_detached
 from secserver.signing.errors import (
     CertificateExpired,
+    CertificateNotYetValid,
     DigestMismatch,
     InvalidSignature,
     KeyUnavailable,
@@ -25,7 +29,7 @@ from secserver.signing.errors import (
     UntrustedCertificate,
     VerificationError,
 )
-from secserver.signing.merkle import InclusionProofError, merkle_root
+from secserver.signing.merkle import InclusionProofError, merkle_root, root_from_path
 from secserver.signing.pki import init_dev_pki, member_subject
 from secserver.signing.signer import (
     BatchProof,
@@ -133,14 +137,157 @@ def test_sign_many_and_tampering(leaf_name: str, request: pytest.FixtureRequest,
         verify_message(documents[2], bytes(flipped), trust, NOW)
 
 
-async def test_ec_signs_inline(ec_leaf: Issued, trust: TrustStore) -> None:
+def openssl_verifies(ca: Issued, signature: bytes, content: bytes, tmp: Path) -> bool:
+    """``openssl cms -verify`` of a detached DER signature (the docs/protocol.md check)."""
+    (tmp / "ca.pem").write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / "sig.der").write_bytes(signature)
+    (tmp / "content").write_bytes(content)
+    result = subprocess.run(["openssl", "cms", "-verify", "-binary", "-content", tmp / "content",
+                             "-inform", "DER", "-in", tmp / "sig.der", "-CAfile", tmp / "ca.pem",
+                             "-out", "/dev/null"], capture_output=True, timeout=60, check=False)
+    return result.returncode == 0
+
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None,
+                                   reason="openssl is not installed")
+
+
+@needs_openssl
+async def test_ec_batches_one_loop_iteration(ec_leaf: Issued, ca: Issued, trust: TrustStore,
+                                            tmp_path: Path) -> None:
+    """Concurrent ``sign()`` calls of one loop iteration share one signature (a batch)."""
     signer = Signer(ec_leaf.key, ec_leaf.cert, clock=lambda: NOW)
-    assert signer.inline
-    blobs = await asyncio.gather(*(signer.sign(d) for d in docs(20)))
-    assert signer.batches_signed == 0 and signer.signatures_made == 20
-    for doc, blob in zip(docs(20), blobs, strict=True):
+    assert signer.inline and signer.batch == "auto"
+    documents = docs(20)
+    blobs = await asyncio.gather(*(signer.sign(d) for d in documents))
+    assert signer.batches_signed == 1 and signer.signatures_made == 1
+    assert signer.documents_signed == 20
+    parsed = [SignatureBlob.from_bytes(b) for b in blobs]
+    assert len({p.cms for p in parsed}) == 1
+    for i, (doc, blob, sig) in enumerate(zip(documents, blobs, parsed, strict=True)):
+        verified = verify_message(doc, blob, trust, NOW, ELDERCARE)
+        assert verified.member == TOYONO and verified.batch == sig.batch
+        assert sig.batch is not None and (sig.batch.index, sig.batch.size) == (i, 20)
+    # The hand procedure of docs/protocol.md: the root from the audit path, then openssl.
+    sig = parsed[7]
+    assert sig.batch is not None
+    root = root_from_path(documents[7], sig.batch.index, sig.batch.size, sig.batch.path)
+    assert root == merkle_root(documents)
+    assert openssl_verifies(ca, sig.cms, batch_root_document(root, 20), tmp_path)
+    assert not openssl_verifies(ca, sig.cms, batch_root_document(root, 19), tmp_path)
+    assert not openssl_verifies(ca, sig.cms, documents[7], tmp_path)
+    await signer.close()
+
+
+@needs_openssl
+async def test_ec_alone_is_a_single_signature(ec_leaf: Issued, ca: Issued, trust: TrustStore,
+                                             tmp_path: Path) -> None:
+    """One call at a time (concurrency 1): a plain detached CMS, exactly as before."""
+    signer = Signer(ec_leaf.key, ec_leaf.cert, clock=lambda: NOW)
+    for doc in docs(3):
+        blob = await signer.sign(doc)
+        assert blob[4] == der.OID  # a ContentInfo (its OID first), not a batch SEQUENCE
+        assert SignatureBlob.from_bytes(blob) == SignatureBlob(blob)
+        assert verify_message(doc, blob, trust, NOW, TOYONO).batch is None
+        assert verify_detached(blob, doc, trust, NOW).member == TOYONO
+        assert openssl_verifies(ca, blob, doc, tmp_path)
+        assert len(blob) - len(signer.sign_now(doc)) in range(-2, 3)  # same layout; ECDSA
+        # values vary in length by a byte or two
+    assert signer.batches_signed == 0 and signer.signatures_made == 6
+    await signer.close()
+
+
+async def test_ec_batches_follow_loop_iterations(ec_leaf: Issued, trust: TrustStore) -> None:
+    signer = Signer(ec_leaf.key, ec_leaf.cert, clock=lambda: NOW, max_batch=16)
+    first = await asyncio.gather(*(signer.sign(d) for d in docs(3)))
+    second = await asyncio.gather(*(signer.sign(d) for d in docs(2)))
+    assert signer.batches_signed == 2 and signer.signatures_made == 2
+    sizes = [SignatureBlob.from_bytes(b).batch for b in (first[0], second[0])]
+    assert [s.size if s else 0 for s in sizes] == [3, 2]
+    # 40 in one iteration, at most 16 per batch: 16 + 16 + 8, all in the same drain.
+    documents = docs(40)
+    blobs = await asyncio.gather(*(signer.sign(d) for d in documents))
+    assert signer.batches_signed == 5 and signer.signatures_made == 5
+    for doc, blob in zip(documents, blobs, strict=True):
+        verified = verify_message(doc, blob, trust, NOW, TOYONO)
+        assert verified.batch is not None and verified.batch.size in (16, 8)
+    # A handler that signs twice in a row waits for each drain in turn.
+    await signer.sign(b"a")
+    await signer.sign(b"b")
+    assert signer.signatures_made == 7 and signer.batches_signed == 5
+    assert signer.documents_signed == 3 + 2 + 40 + 2
+    await signer.close()
+
+
+async def test_ec_off_signs_each_document(ec_leaf: Issued, trust: TrustStore) -> None:
+    signer = Signer(ec_leaf.key, ec_leaf.cert, batch="off", clock=lambda: NOW)
+    blobs = await asyncio.gather(*(signer.sign(d) for d in docs(6)))
+    assert signer.batches_signed == 0 and signer.signatures_made == 6
+    for doc, blob in zip(docs(6), blobs, strict=True):
         assert verify_message(doc, blob, trust, NOW).batch is None
     await signer.close()
+
+
+async def test_ec_failure_reaches_every_waiter(ec_leaf: Issued, trust: TrustStore) -> None:
+    broken = [True]
+
+    def clock() -> datetime:
+        if broken[0]:
+            raise RuntimeError("clock broke")
+        return NOW
+
+    signer = Signer(ec_leaf.key, ec_leaf.cert, clock=clock, max_batch=3)
+    results = await asyncio.gather(*(signer.sign(d) for d in docs(7)), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) and str(r) == "clock broke" for r in results)
+    broken[0] = False  # the signer recovers: nothing is left queued or scheduled
+    blobs = await asyncio.gather(*(signer.sign(d) for d in docs(2)))
+    for doc, blob in zip(docs(2), blobs, strict=True):
+        verify_message(doc, blob, trust, NOW, TOYONO)
+    assert signer.signatures_made == 1 and signer.documents_signed == 2  # failures: none
+    await signer.close()
+
+
+async def test_ec_cancelled_waiters_do_not_break_the_batch(ec_leaf: Issued,
+                                                           trust: TrustStore) -> None:
+    signer = Signer(ec_leaf.key, ec_leaf.cert, clock=lambda: NOW)
+    documents = docs(8)
+    tasks = [asyncio.create_task(signer.sign(d)) for d in documents]
+    await asyncio.sleep(0)  # every task has queued its document; the drain comes next
+    tasks[3].cancel()
+    tasks[6].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[3], asyncio.CancelledError)
+    assert isinstance(results[6], asyncio.CancelledError)
+    assert signer.signatures_made == 1 and signer.batches_signed == 1
+    for i, blob in enumerate(results):
+        if i not in (3, 6):
+            assert isinstance(blob, bytes)
+            verified = verify_message(documents[i], blob, trust, NOW, TOYONO)
+            assert verified.batch is not None and verified.batch.size == 6
+    # All waiters gone: the drain signs nothing.
+    tasks = [asyncio.create_task(signer.sign(d)) for d in documents[:2]]
+    await asyncio.sleep(0)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.sleep(0)
+    assert signer.signatures_made == 1 and not signer._queue and signer._tick is None
+    assert signer.documents_signed == 6
+    await signer.close()
+
+
+async def test_ec_close_finishes_queued_work(ec_leaf: Issued, trust: TrustStore) -> None:
+    signer = Signer(ec_leaf.key, ec_leaf.cert, clock=lambda: NOW)
+    documents = docs(5)
+    tasks = [asyncio.create_task(signer.sign(d)) for d in documents]
+    await asyncio.sleep(0)
+    assert len(signer._queue) == 5 and signer._tick is not None  # queued, drain pending
+    await signer.close()
+    # signed by close() itself, before the loop ran the drain
+    assert signer._tick is None and not signer._queue and signer.batches_signed == 1
+    for doc, blob in zip(documents, await asyncio.gather(*tasks), strict=True):
+        verify_message(doc, blob, trust, NOW, TOYONO)
+    assert signer.signatures_made == 1
 
 
 async def test_auto_batches_when_queued(rsa_leaf: Issued, trust: TrustStore) -> None:
@@ -230,6 +377,97 @@ def test_batch_reuse_still_checks_time_trust_and_member(ec_leaf: Issued,
         verify_message(documents[1], blobs[1], trust, NOW, ClientId("JP-DEV", "COM", "OTTA"))
     with pytest.raises(DigestMismatch):
         verify_message(documents[2], blobs[1], trust, NOW)
+
+
+def _cache_key(documents: list[bytes], blob: bytes) -> tuple[bytes, bytes]:
+    """The verified-batch cache key of a batch blob: its CMS and the batch root document."""
+    return (SignatureBlob.from_bytes(blob).cms,
+            batch_root_document(merkle_root(documents), len(documents)))
+
+
+def test_batch_cache_hit_checks_each_message(ca: Issued, trust: TrustStore) -> None:
+    """After the first message of a batch, the others cost no parsing and no signature
+    check, but each is still checked for its own audit path, claimed member and time."""
+    leaf = make_leaf(ca, member_subject(TOYONO), not_before=NOW - timedelta(days=1),
+                     not_after=NOW + timedelta(days=1))
+    signer = Signer(leaf.key, leaf.cert, clock=lambda: NOW)
+    documents = docs(6)
+    blobs = signer.sign_many(documents)
+    assert verify_message(documents[0], blobs[0], trust, NOW, TOYONO).member == TOYONO
+    assert _cache_key(documents, blobs[0]) in cms._verified_cache
+    # Hits parse no certificate again (the parsed-certificate caches stay empty).
+    cms._cert_cache.clear()
+    cms._signer_cache.clear()
+    for i in range(1, 6):
+        verified = verify_message(documents[i], blobs[i], trust, NOW, ELDERCARE)
+        assert verified.member == TOYONO and verified.batch is not None
+        assert verified.batch.index == i and verified.signing_time == NOW
+    assert not cms._cert_cache and not cms._signer_cache
+    # The claimed member differs per message: a hit claiming another member fails...
+    for other in (ClientId("JP-DEV", "COM", "OTTA"), ClientId("JP-DEV", "COM", "OTTA", "X"),
+                  ClientId("JP-DEV", "GOV", "TOYONO2")):
+        with pytest.raises(SignerMismatch):
+            verify_message(documents[2], blobs[2], trust, NOW, other)
+    # ... and time is checked at each message's ``now``: expired, not yet valid.
+    with pytest.raises(CertificateExpired):
+        verify_message(documents[3], blobs[3], trust, NOW + timedelta(days=2), TOYONO)
+    with pytest.raises(CertificateNotYetValid):
+        verify_message(documents[3], blobs[3], trust, NOW - timedelta(days=2), TOYONO)
+    with pytest.raises(UntrustedCertificate):
+        verify_message(documents[3], blobs[3], TrustStore([make_ca("Stranger").cert]), NOW)
+    # A tampered document, or another document of the batch, misses the cached root.
+    for doc, blob in ((documents[4] + b" ", blobs[4]), (documents[4][:-1], blobs[4]),
+                      (documents[5], blobs[4]), (b"", blobs[4])):
+        with pytest.raises((DigestMismatch, InclusionProofError)):
+            verify_message(doc, blob, trust, NOW, TOYONO)
+    parsed = SignatureBlob.from_bytes(blobs[4])
+    assert parsed.batch is not None
+    path = parsed.batch.path
+    for proof in (BatchProof(5, 6, path), BatchProof(4, 7, path), BatchProof(4, 5, path),
+                  BatchProof(4, 6, (bytes(32), *path[1:])), BatchProof(4, 6, path[:-1])):
+        with pytest.raises((DigestMismatch, InclusionProofError)):
+            verify_message(documents[4], SignatureBlob(parsed.cms, proof).to_bytes(), trust,
+                           NOW, TOYONO)
+    # Failures leave the cache sound: the genuine messages still verify.
+    for doc, blob in zip(documents, blobs, strict=True):
+        assert verify_message(doc, blob, trust, NOW, TOYONO).member == TOYONO
+
+
+def test_batch_cache_first_failure_is_not_remembered(ec_leaf: Issued,
+                                                     trust: TrustStore) -> None:
+    signer = Signer(ec_leaf.key, ec_leaf.cert, clock=lambda: NOW)
+    documents = docs(3)
+    blobs = signer.sign_many(documents)
+    with pytest.raises(CertificateExpired):  # the first sight fails: nothing is kept
+        verify_message(documents[0], blobs[0], trust, datetime(2041, 1, 1, tzinfo=UTC))
+    assert _cache_key(documents, blobs[0]) not in cms._verified_cache
+    flipped = bytearray(blobs[1])
+    flipped[-3] ^= 0x01  # in the ECDSA signature value
+    with pytest.raises((InvalidSignature, MalformedSignature)):
+        verify_message(documents[1], bytes(flipped), trust, NOW)
+    assert (bytes(SignatureBlob.from_bytes(bytes(flipped)).cms),
+            _cache_key(documents, blobs[1])[1]) not in cms._verified_cache
+    with pytest.raises(SignerMismatch):  # the binding fails, the signature is still good
+        verify_message(documents[1], blobs[1], trust, NOW, ClientId("JP-DEV", "COM", "OTTA"))
+    assert verify_message(documents[2], blobs[2], trust, NOW, TOYONO).member == TOYONO
+
+
+def test_batch_cache_is_bounded_lru(ec_leaf: Issued, trust: TrustStore,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cms, "_VERIFIED_CACHE_SIZE", 3)
+    signer = Signer(ec_leaf.key, ec_leaf.cert, clock=lambda: NOW)
+    batches = [[f"batch {b} doc {i}".encode() for i in range(2)] for b in range(4)]
+    signed = [signer.sign_many(batch) for batch in batches]
+    for batch, blobs in zip(batches[:3], signed[:3], strict=True):
+        verify_message(batch[0], blobs[0], trust, NOW, TOYONO)
+    verify_message(batches[0][1], signed[0][1], trust, NOW, TOYONO)  # a hit: most recent now
+    verify_message(batches[3][0], signed[3][0], trust, NOW, TOYONO)  # evicts batch 1
+    keys = [_cache_key(batch, blobs[0]) for batch, blobs in zip(batches, signed, strict=True)]
+    assert len(cms._verified_cache) == 3
+    assert [k in cms._verified_cache for k in keys] == [True, False, True, True]
+    # an evicted batch is verified in full again
+    assert verify_message(batches[1][1], signed[1][1], trust, NOW, TOYONO).member == TOYONO
+    assert keys[1] in cms._verified_cache and len(cms._verified_cache) == 3
 
 
 @pytest.fixture(scope="module")
