@@ -99,10 +99,8 @@ async def handle(request: web.BaseRequest, node: ExchangeNode) -> web.StreamResp
                 XmlLimits(node.limits.xml_max_depth, node.limits.xml_max_elements))
         else:
             exchange = parse_rest_request(request.method, request.raw_path, pairs)
-            message_id = h.single(pairs, h.X_ID)
-            if message_id is None:
+            if exchange.message_id is None:  # the X-Road-Id header (checked when present)
                 raise MissingHeaderField(f"the request has no {h.X_ID} header")
-            exchange = replace(exchange, message_id=message_id)
         message_id = exchange.message_id
         assert message_id is not None
         client, service = str(exchange.client), str(exchange.service)

@@ -67,7 +67,7 @@ class Peer:
                    signing_time: datetime | None = None,
                    extra_headers: list[tuple[str, str]] | None = None,
                    unsigned_headers: list[tuple[str, str]] | None = None,
-                   sent_body: bytes | None = None) -> PeerResponse:
+                   sent_body: bytes | None = None, omit_id: bool = False) -> PeerResponse:
         """Sign a request as TOYONO's node would and send it; the keywords spoil it: a
         ``signature`` in place of the real one, ``unsigned_headers`` added after signing,
         a ``sent_body`` other than the signed one, ..."""
@@ -87,6 +87,8 @@ class Peer:
         headers = [*exchange.headers, ("X-Road-Client", str(CLIENT)),
                    ("X-Road-Id", message_id), ("X-Road-Message-Kind", "rest"),
                    *(unsigned_headers or [])]
+        if omit_id:
+            headers = [(name, value) for name, value in headers if name != "X-Road-Id"]
         if not omit_signature:
             headers += [(h.X_SIGNED_DOCUMENT, base64.b64encode(document).decode()),
                         (h.X_SIGNATURE, base64.b64encode(signature).decode())]
@@ -116,6 +118,13 @@ async def test_honest_peer_is_served(exchange: Exchange) -> None:
     assert response.status == 200, response.body.read_all()
     assert response.header(h.X_SIGNATURE) is not None
     assert response.header(h.X_REQUEST_HASH) is not None
+
+
+async def test_request_without_message_id_is_refused(exchange: Exchange) -> None:
+    async with Peer(exchange) as peer:
+        response = await peer.send("GET", exchange.rest_target(ECHO), omit_id=True)
+    assert code_of(response) == "Server.ServerProxy.MissingHeaderField"
+    assert response.status == 400
 
 
 async def test_tampered_signature_is_refused(exchange: Exchange) -> None:
