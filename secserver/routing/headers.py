@@ -181,10 +181,26 @@ def signed_headers_lowered(pairs: list[tuple[str, str]]) -> tuple[tuple[str, str
 ANY_IP_LITERAL = "*ip-literal*"  # in ``allowed``: accept any IP address (wildcard binds)
 
 
+# (Host, allowed) pairs that passed ``check_host``: every request of a client sends the
+# same Host. Bounded: a flood of new ones only stops the set from growing.
+_HOSTS_PASSED: set[tuple[str, frozenset[str]]] = set()
+_HOSTS_PASSED_MAX = 256
+
+
 def check_host(host: str | None, allowed: frozenset[str]) -> None:
     """Refuse a missing or foreign ``Host`` (the port, if any, is ignored)."""
     if host is None:
         raise InvalidRequest("the request has no Host header")
+    key = (host, allowed)
+    if type(host) is str and type(allowed) is frozenset and key in _HOSTS_PASSED:
+        return
+    _check_host(host, allowed)
+    if type(host) is str and type(allowed) is frozenset \
+            and len(_HOSTS_PASSED) < _HOSTS_PASSED_MAX:
+        _HOSTS_PASSED.add(key)
+
+
+def _check_host(host: str, allowed: frozenset[str]) -> None:
     name = host.strip().lower()
     port = ""
     if name.startswith("["):

@@ -110,8 +110,8 @@ def _canonical_pair(name: str, value: str) -> tuple[str, str]:
     if len(_CANONICAL_PAIRS) >= _CANONICAL_PAIRS_MAX:
         _CANONICAL_PAIRS.clear()
     pair = (lowered, stripped)
-    # only exact str keys: a str subclass could compare equal yet format differently
-    if type(name) is str and type(value) is str:
+    # only short pairs of exact str (memory stays small whatever the callers send)
+    if type(name) is str and type(value) is str and len(name) + len(value) <= 256:
         _CANONICAL_PAIRS[(name, value)] = pair
     return pair
 

@@ -121,3 +121,18 @@ def test_text_values_refuse_controls() -> None:
     for bad in ("", "a\tb", "a\x7fb", "x" * 257, "\x00"):
         with pytest.raises(InvalidRequest):
             h.check_text(bad, "X")
+
+
+def test_passed_hosts_are_remembered_per_allowed_set() -> None:
+    served = frozenset({"localhost"})
+    for _ in range(2):  # the second round finds the pair remembered
+        h.check_host("LocalHost:8080", served)
+        with pytest.raises(InvalidRequest):
+            h.check_host("LocalHost:8080", frozenset({"other.example"}))
+        with pytest.raises(InvalidRequest):
+            h.check_host("evil.example", served)
+        with pytest.raises(InvalidRequest):
+            h.check_host("localhost:x", served)
+    for port in range(1000):
+        h.check_host(f"localhost:{port}", served)
+    assert len(h._HOSTS_PASSED) <= h._HOSTS_PASSED_MAX

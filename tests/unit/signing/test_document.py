@@ -291,3 +291,13 @@ def test_canonical_headers_cache_keeps_refusing_and_normalising() -> None:
                     [("x", ["list"])], [(b"x", "1")]):
             with pytest.raises(InvalidSignedDocument):
                 canonical_headers(bad)  # type: ignore[arg-type]
+
+
+def test_remembered_header_pairs_stay_bounded() -> None:
+    from secserver.signing import document
+    long_value = "v" * 300
+    canonical_headers([("X-Long", long_value)])
+    assert ("X-Long", long_value) not in document._CANONICAL_PAIRS
+    for i in range(3000):
+        assert canonical_headers([("X-N", f" {i} ")]) == (("x-n", str(i)),)
+    assert len(document._CANONICAL_PAIRS) <= document._CANONICAL_PAIRS_MAX
