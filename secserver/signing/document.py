@@ -192,6 +192,12 @@ class SignedDocument:
         cached: bytes | None = self.__dict__.get("_bytes")
         if cached is not None:
             return cached
+        data = self._render(format_time(self.signing_time))
+        object.__setattr__(self, "_bytes", data)
+        return data
+
+    def _render(self, signing_time: str) -> bytes:
+        """The document's bytes with ``signing_time`` (``format_time`` of the field)."""
         text = (f"secserver-signed-document: {self.version}\n"
                 f"message-id: {self.message_id}\n"
                 f"direction: {self.direction}\n"
@@ -204,10 +210,8 @@ class SignedDocument:
         if self.direction == "response":
             text += f"request-hash: {self.request_hash}\nstatus: {self.status}\n"
         text += (f"body-sha512: {self.body_digest}\n"
-                 f"signing-time: {format_time(self.signing_time)}\n")
-        data = text.encode("utf-8")
-        object.__setattr__(self, "_bytes", data)
-        return data
+                 f"signing-time: {signing_time}\n")
+        return text.encode("utf-8")
 
     @staticmethod
     def _fields_fast(lines: list[str]) -> tuple[list[str], list[tuple[str, str]],
@@ -345,9 +349,16 @@ class SignedDocument:
             headers=tuple(headers), request_hash=request_hash,
             status=int(status_text) if status_text is not None else None,
             body_digest=body_digest, signing_time=signing_time)
-        if document.to_bytes() != data:
+        if _TIME_ASCII.fullmatch(time_text) and time_text[0] != "0":
+            # ASCII digits and a year from 1000 on: format_time(signing_time) gives back
+            # exactly time_text (fromisoformat read every field at a fixed width)
+            built = document._render(time_text)
+        else:
+            built = document.to_bytes()
+        if built != data:
             raise InvalidSignedDocument("signed document is not in canonical form (header "
                                         "order, case or spacing, or identifier form)")
+        object.__setattr__(document, "_bytes", built)
         return document
 
     @property

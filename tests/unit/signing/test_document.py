@@ -236,6 +236,8 @@ def test_to_bytes_and_from_bytes_agree_with_the_reference(
         return
     assert parsed == doc
     assert parsed.to_bytes() == data
+    del parsed.__dict__["_bytes"]  # built again from the fields, not kept from parsing
+    assert parsed.to_bytes() == data
 
 
 @pytest.mark.parametrize("old,new", [
