@@ -1,4 +1,6 @@
-"""One middleware turns every error into an X-Road coded answer (REST JSON or SOAP fault).
+"""Every error becomes an X-Road coded answer (REST JSON or SOAP fault): ``coded_error``
+for what a handler raises (the node's exchange ports call it; ``error_middleware`` is the
+same as an aiohttp middleware), ``CodedRequestHandler`` for HTTP-level failures.
 
 REST: ``{"type": CODE, "message": ..., "detail": ...}`` with a fitting status and
 ``X-Road-Error: CODE``. SOAP (a POST to ``/``): a SOAP 1.1 fault whose ``faultcode`` is
