@@ -9,7 +9,7 @@ the backend gets.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -115,9 +115,12 @@ def parse_client_header(value: str | None) -> ClientId:
     return client
 
 
-def parse_rest_request(method: str, target: str,
-                       headers: Iterable[tuple[str, str]]) -> ExchangeRequest:
-    """Parse a REST call head as the information system (or a consumer SS) sent it."""
+def parse_rest_request(method: str, target: str, headers: Iterable[tuple[str, str]], *,
+                       new_message_id: Callable[[], str] | None = None) -> ExchangeRequest:
+    """Parse a REST call head as the information system (or a consumer SS) sent it.
+
+    ``new_message_id``: called for the message id when the head has no ``X-Road-Id``
+    (the consumer's ``str(uuid.uuid4())``), so no copy of the result is needed for it."""
     pairs = h.lowered(headers)
     method = method.upper()
     if method not in REST_METHODS:
@@ -141,6 +144,8 @@ def parse_rest_request(method: str, target: str,
     message_id = h.single_of(x_road, h.X_ID)
     if message_id is not None:
         h.check_message_id(message_id, h.X_ID)
+    elif new_message_id is not None:
+        message_id = new_message_id()
     user_id = h.single_of(x_road, h.X_USER_ID)
     issue = h.single_of(x_road, h.X_ISSUE)
     subject = h.single_of(x_road, h.X_DATA_SUBJECT)

@@ -131,3 +131,20 @@ def test_repeated_x_road_headers_are_refused_in_order() -> None:
     request = parse_rest_request("GET", target, [client, ("X-ROAD-USERID", "u"),
                                                  ("x-road-data-subject", "s")])
     assert (request.user_id, request.data_subject, request.issue) == ("u", "s", None)
+
+
+def test_new_message_id_only_when_the_head_has_none() -> None:
+    target = "/r1/JP-DEV/COM/OTTA/TAGS/echo"
+    client = ("X-Road-Client", "JP-DEV/GOV/TOYONO/X")
+    made: list[str] = []
+
+    def new_id() -> str:
+        made.append("generated-1")
+        return made[-1]
+
+    assert parse_rest_request("GET", target, [client], new_message_id=new_id).message_id \
+        == "generated-1"
+    assert parse_rest_request("GET", target, [client, ("X-Road-Id", "sent")],
+                              new_message_id=new_id).message_id == "sent"
+    assert made == ["generated-1"]
+    assert parse_rest_request("GET", target, [client]).message_id is None
