@@ -88,6 +88,11 @@ def authorise_caller(entry: SubsystemEntry | None, client: str, cert_der: bytes 
     raise AccessDenied(f"subsystem {client} has an unknown authentication mode")
 
 
+def new_message_id() -> str:
+    """The id of a call whose information system sent none."""
+    return str(uuid.uuid4())
+
+
 def provider_servers(node: ExchangeNode, exchange: ExchangeRequest) -> tuple[ServerEntry, ...]:
     """The provider member's security servers, in directory order (tried in turn)."""
     servers = node.directory.servers_for(exchange.service.provider)
@@ -143,9 +148,10 @@ async def handle(request: web.BaseRequest, node: ExchangeNode) -> web.StreamResp
                 body.read_all(), request.headers.get("Content-Type"), pairs,
                 XmlLimits(node.limits.xml_max_depth, node.limits.xml_max_elements))
         else:
-            exchange = parse_rest_request(request.method, request.raw_path, pairs)
-        if exchange.message_id is None:
-            exchange = replace(exchange, message_id=str(uuid.uuid4()))
+            exchange = parse_rest_request(request.method, request.raw_path, pairs,
+                                          new_message_id=new_message_id)
+        if exchange.message_id is None:  # (a SOAP header always carries its id)
+            exchange = replace(exchange, message_id=new_message_id())
         message_id = exchange.message_id
         assert message_id is not None
         client, service = str(exchange.client), str(exchange.service)
