@@ -7,7 +7,7 @@ import hashlib
 import ipaddress
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +24,7 @@ from secserver.errors import SecServerError
 from secserver.identifiers import ClientId, ServerId
 from secserver.routing import headers as h
 from secserver.routing.backend import BackendClient
-from secserver.routing.body import SpooledBody, spool
+from secserver.routing.body import SpooledBody, spool, spool_buffered
 from secserver.routing.directory import Directory
 from secserver.routing.errors import InvalidRequest, MessageTooLarge, qualified_code
 from secserver.routing.middleware import CodedRequestHandler, is_soap
@@ -81,43 +81,29 @@ def precheck_length(request: web.BaseRequest, limits: LimitsSection) -> None:
                               f"of {max_bytes} bytes")
 
 
-class _Arrived:
-    """A body that has already arrived whole, as the one chunk of an async iterator."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data: bytes | None = data
-
-    def __aiter__(self) -> _Arrived:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._data is None:
-            raise StopAsyncIteration
-        data, self._data = self._data, None
-        return data
-
-
 async def read_request_body(request: web.BaseRequest, limits: LimitsSection,
                             spool_dir: Path) -> SpooledBody:
     """The request body, size-limited, within ``[limits] body_timeout``, hashed, kept in
     memory up to ``spool_threshold_bytes``, else spooled to a file in ``spool_dir``.
 
-    A small body that has already arrived whole (it usually comes with its head) is taken
-    as it is, without arming the deadline's timer; any other body streams through ``spool``."""
+    A body that has already arrived whole (a small one usually comes with its head) is
+    taken without arming the deadline's timer (``spool_buffered`` when it is above the
+    threshold or the limit); any other body streams through ``spool``."""
     precheck_length(request, limits)
     max_bytes, what = body_limit(request, limits)
     content = request.content
-    source: AsyncIterator[bytes]
     if content.is_eof() and content.exception() is None:
         data = content.read_nowait()
         if len(data) <= max_bytes and len(data) <= limits.spool_threshold_bytes:
             return SpooledBody.from_bytes(data)
-        source = _Arrived(data)  # too large, or to be spooled to disk: spool decides
-    else:
-        source = content.iter_chunked(256 * 1024)
+        # too large, or to be spooled to disk
+        return spool_buffered(data, max_bytes=max_bytes,
+                              threshold=limits.spool_threshold_bytes, spool_dir=spool_dir,
+                              what=what)
     try:
-        return await spool(source, max_bytes=max_bytes, threshold=limits.spool_threshold_bytes,
-                           spool_dir=spool_dir, deadline_s=limits.body_timeout, what=what)
+        return await spool(content.iter_chunked(256 * 1024), max_bytes=max_bytes,
+                           threshold=limits.spool_threshold_bytes, spool_dir=spool_dir,
+                           deadline_s=limits.body_timeout, what=what)
     except (ConnectionError, aiohttp.ClientError, HttpProcessingError) as exc:
         # the caller went away or broke the framing mid-body: nobody reads an answer
         raise InvalidRequest("the request body was cut off or malformed",
