@@ -9,14 +9,13 @@ and answer with the X-Road response headers. Refused and failed exchanges are lo
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import ipaddress
 import json
+import os
 import re
 import time
-import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -89,8 +88,13 @@ def authorise_caller(entry: SubsystemEntry | None, client: str, cert_der: bytes 
 
 
 def new_message_id() -> str:
-    """The id of a call whose information system sent none."""
-    return str(uuid.uuid4())
+    """The id of a call whose information system sent none: a random (version 4) RFC 4122
+    UUID in its canonical text form, what ``str(uuid.uuid4())`` gives, in half the time."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def provider_servers(node: ExchangeNode, exchange: ExchangeRequest) -> tuple[ServerEntry, ...]:
@@ -191,8 +195,8 @@ async def _exchange(request: web.BaseRequest, node: ExchangeNode, exchange: Exch
     headers = list(exchange.headers)
     headers += [(h.X_CLIENT, trace.client), (h.X_ID, message_id),
                 (h.X_MESSAGE_KIND, exchange.kind),
-                (h.X_SIGNED_DOCUMENT, base64.b64encode(document).decode("ascii")),
-                (h.X_SIGNATURE, base64.b64encode(signature).decode("ascii"))]
+                (h.X_SIGNED_DOCUMENT, binascii.b2a_base64(document, newline=False).decode()),
+                (h.X_SIGNATURE, binascii.b2a_base64(signature, newline=False).decode())]
     for index, server in enumerate(servers):
         try:
             response = await node.peers.request(
@@ -224,8 +228,9 @@ async def _answer(request: web.BaseRequest, node: ExchangeNode, exchange: Exchan
     if signed is None or signature_b64 is None:
         raise InconsistentResponse("the provider's response carries no signature")
     try:
-        response_document = base64.b64decode(signed, validate=True)
-        response_signature = base64.b64decode(signature_b64, validate=True)
+        # what base64.b64decode(text, validate=True) does
+        response_document = binascii.a2b_base64(signed, strict_mode=True)
+        response_signature = binascii.a2b_base64(signature_b64, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise InconsistentResponse("the provider's response signature headers are not "
                                    "base64") from exc
@@ -236,14 +241,16 @@ async def _answer(request: web.BaseRequest, node: ExchangeNode, exchange: Exchan
         raise SecServerError(f"the provider's response signature is not valid: "
                              f"{exc.message}", detail=exc.detail, code=exc.code,
                              http_status=502) from exc
+    document_hash = request_hash(document)
     documents.check_response(response_document, exchange, message_id, document,
-                             response.status, response.headers, response.body)
+                             response.status, response.headers, response.body,
+                             request_digest=document_hash)
     await node.append_log(trace.record(
         "response", at=now, body=response.body, status=response.status,
         signed_document=response_document, signature=response_signature))
     headers = [*h.end_to_end(response.headers), (h.X_CLIENT, trace.client),
                (h.X_SERVICE, trace.service), (h.X_ID, message_id),
-               (h.X_REQUEST_HASH, request_hash(document))]
+               (h.X_REQUEST_HASH, document_hash)]
     return await send_body(request, response.status, headers, response.body)
 
 

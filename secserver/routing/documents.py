@@ -59,7 +59,8 @@ def response_document(request: SignedDocument, request_bytes: bytes, status: int
             version=VERSION, message_id=request.message_id, direction="response",
             client=request.client, service=request.service, method=request.method,
             path_and_query=request.path_and_query, headers=tuple(headers),
-            request_hash=request_hash(request_bytes), status=status,
+            request_hash=request.request_hash_value if request.to_bytes() == request_bytes
+            else request_hash(request_bytes), status=status,
             body_digest=body.digest_b64, signing_time=now,
         ).to_bytes()
     except InvalidSignedDocument as exc:
@@ -121,8 +122,10 @@ def check_request(data: bytes, exchange: ExchangeRequest, body: SpooledBody,
 
 def check_response(data: bytes, exchange: ExchangeRequest, message_id: str,
                    request_bytes: bytes, status: int, response_headers: list[tuple[str, str]],
-                   body: SpooledBody) -> SignedDocument:
-    """The response's signed document, if it answers our request with this response."""
+                   body: SpooledBody, *, request_digest: str | None = None) -> SignedDocument:
+    """The response's signed document, if it answers our request with this response.
+
+    ``request_digest``: ``request_hash(request_bytes)`` when the caller has it already."""
     document = _parse(data, InconsistentResponse)
     try:
         headers = canonical_headers(h.end_to_end(response_headers))
@@ -133,7 +136,8 @@ def check_response(data: bytes, exchange: ExchangeRequest, message_id: str,
         ("message-id", document.message_id, message_id),
         ("client", document.client, exchange.client),
         ("service", document.service, exchange.service),
-        ("request-hash", document.request_hash, request_hash(request_bytes)),
+        ("request-hash", document.request_hash,
+         request_hash(request_bytes) if request_digest is None else request_digest),
         ("status", document.status, status),
         ("headers", document.headers, headers),
         ("body-sha512", document.body_digest, body.digest_b64),

@@ -12,7 +12,6 @@ and returned. Refused and failed exchanges are logged too.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import contextlib
 import time
@@ -57,7 +56,7 @@ from secserver.routing.soap import (
     check_response,
     parse_soap_request,
 )
-from secserver.signing.document import SignedDocument, request_hash
+from secserver.signing.document import SignedDocument
 
 
 def peer_server(node: ExchangeNode, request: web.BaseRequest) -> ServerEntry:
@@ -76,8 +75,9 @@ def _signature_headers(pairs: list[tuple[str, str]]) -> tuple[bytes, bytes]:
         raise MissingSignature(f"the request carries no {h.X_SIGNED_DOCUMENT} and "
                                f"{h.X_SIGNATURE} headers")
     try:
-        return (base64.b64decode(document_b64, validate=True),
-                base64.b64decode(signature_b64, validate=True))
+        # what base64.b64decode(text, validate=True) does
+        return (binascii.a2b_base64(document_b64, strict_mode=True),
+                binascii.a2b_base64(signature_b64, strict_mode=True))
     except (binascii.Error, ValueError) as exc:
         raise InvalidMessage("the signed document or signature header is not base64") from exc
 
@@ -207,9 +207,10 @@ async def _answer(request: web.BaseRequest, node: ExchangeNode, signed: SignedDo
         "response", at=now, body=response.body, status=response.status,
         signed_document=response_document, signature=response_signature,
         body_policy=log_body))
-    headers = [*response_headers, (h.X_REQUEST_HASH, request_hash(document)),
-               (h.X_SIGNED_DOCUMENT, base64.b64encode(response_document).decode("ascii")),
-               (h.X_SIGNATURE, base64.b64encode(response_signature).decode("ascii"))]
+    headers = [*response_headers, (h.X_REQUEST_HASH, signed.request_hash_value),
+               (h.X_SIGNED_DOCUMENT,
+                binascii.b2a_base64(response_document, newline=False).decode()),
+               (h.X_SIGNATURE, binascii.b2a_base64(response_signature, newline=False).decode())]
     return await send_body(request, response.status, headers, response.body)
 
 

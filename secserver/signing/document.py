@@ -47,9 +47,14 @@ _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 # the characters ``_check_text`` refuses: C0 controls, DEL, C1 controls, U+2028, U+2029
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 MAX_MESSAGE_ID = 256
-# the field lines before the headers, in order (``from_bytes`` fast path)
-_HEAD_PREFIXES = ("secserver-signed-document: ", "message-id: ", "direction: ", "client: ",
-                  "service: ", "method: ", "path: ")
+# a document's lines in order (``from_bytes`` fast path): the values, the header lines
+# as one block, request hash and status (responses)
+_FIELD_LINES = re.compile(
+    "secserver-signed-document: ([^\n]*)\nmessage-id: ([^\n]*)\ndirection: ([^\n]*)\n"
+    "client: ([^\n]*)\nservice: ([^\n]*)\nmethod: ([^\n]*)\npath: ([^\n]*)\n"
+    "((?:header: [^\n]*\n)*)"
+    "(?:request-hash: ([^\n]*)\nstatus: ([^\n]*)\n)?"
+    "body-sha512: ([^\n]*)\nsigning-time: ([^\n]*)\n")
 
 
 class InvalidSignedDocument(SecServerError):
@@ -133,7 +138,7 @@ def canonical_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, st
     return tuple(out)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class SignedDocument:
     """What one side signs for one request or response (see the module docstring).
 
@@ -154,38 +159,49 @@ class SignedDocument:
     body_digest: str
     signing_time: datetime
 
-    def __post_init__(self) -> None:
-        if self.version != VERSION:
-            raise InvalidSignedDocument(f"signed document version {self.version} is not "
+    def __init__(self, version: int, message_id: str, direction: Direction,
+                 client: ClientId, service: ServiceId, method: str, path_and_query: str,
+                 headers: tuple[tuple[str, str], ...], request_hash: str | None,
+                 status: int | None, body_digest: str, signing_time: datetime) -> None:
+        # the dataclass's own __init__ with its checks; the fields are set in one go
+        # (a frozen dataclass's generated __init__ sets each through object.__setattr__)
+        if version != VERSION:
+            raise InvalidSignedDocument(f"signed document version {version} is not "
                                         f"supported; this server speaks version {VERSION}")
-        _check_text(self.message_id, "message-id")
-        if len(self.message_id) > MAX_MESSAGE_ID:
+        _check_text(message_id, "message-id")
+        if len(message_id) > MAX_MESSAGE_ID:
             raise InvalidSignedDocument(f"message id is longer than {MAX_MESSAGE_ID} characters")
-        if self.direction not in ("request", "response"):
-            raise InvalidSignedDocument(f"direction {self.direction!r} is not request or "
+        if direction not in ("request", "response"):
+            raise InvalidSignedDocument(f"direction {direction!r} is not request or "
                                         "response")
-        if not isinstance(self.client, ClientId) or not isinstance(self.service, ServiceId):
+        if not isinstance(client, ClientId) or not isinstance(service, ServiceId):
             raise InvalidSignedDocument("client and service must be ClientId and ServiceId")
-        if not isinstance(self.method, str) or not _METHOD.fullmatch(self.method):
-            raise InvalidSignedDocument(f"HTTP method {self.method!r} is not an upper-case "
+        if not isinstance(method, str) or not _METHOD.fullmatch(method):
+            raise InvalidSignedDocument(f"HTTP method {method!r} is not an upper-case "
                                         "token")
-        _check_text(self.path_and_query, "path", allow_empty=True)
-        object.__setattr__(self, "headers", canonical_headers(self.headers))
-        if self.direction == "response":
-            if self.request_hash is None or not _B64_SHA512.fullmatch(self.request_hash):
+        _check_text(path_and_query, "path", allow_empty=True)
+        headers = canonical_headers(headers)
+        if direction == "response":
+            if request_hash is None or not _B64_SHA512.fullmatch(request_hash):
                 raise InvalidSignedDocument("a response document needs the request hash "
                                             "(base64 SHA-512)")
-            if not isinstance(self.status, int) or isinstance(self.status, bool) \
-                    or not 100 <= self.status <= 999:
-                raise InvalidSignedDocument(f"response status {self.status!r} is not a "
+            if not isinstance(status, int) or isinstance(status, bool) \
+                    or not 100 <= status <= 999:
+                raise InvalidSignedDocument(f"response status {status!r} is not a "
                                             "three-digit HTTP status")
-        elif self.request_hash is not None or self.status is not None:
+        elif request_hash is not None or status is not None:
             raise InvalidSignedDocument("a request document has no request hash or status")
-        if not isinstance(self.body_digest, str) or not _B64_SHA512.fullmatch(self.body_digest):
+        if not isinstance(body_digest, str) or not _B64_SHA512.fullmatch(body_digest):
             raise InvalidSignedDocument("body digest must be a base64 SHA-512 (88 characters)")
-        if not isinstance(self.signing_time, datetime) or self.signing_time.tzinfo is None:
+        if not isinstance(signing_time, datetime) or signing_time.tzinfo is None:
             raise InvalidSignedDocument("signing time must be a timezone-aware datetime")
-        object.__setattr__(self, "signing_time", self.signing_time.astimezone(UTC))
+        if signing_time.tzinfo is not UTC:
+            signing_time = signing_time.astimezone(UTC)
+        self.__dict__.update(
+            version=version, message_id=message_id, direction=direction, client=client,
+            service=service, method=method, path_and_query=path_and_query, headers=headers,
+            request_hash=request_hash, status=status, body_digest=body_digest,
+            signing_time=signing_time)
 
     def to_bytes(self) -> bytes:
         # the fields never change after construction: the bytes are built once
@@ -193,7 +209,7 @@ class SignedDocument:
         if cached is not None:
             return cached
         data = self._render(format_time(self.signing_time))
-        object.__setattr__(self, "_bytes", data)
+        self.__dict__["_bytes"] = data
         return data
 
     def _render(self, signing_time: str) -> bytes:
@@ -214,41 +230,29 @@ class SignedDocument:
         return text.encode("utf-8")
 
     @staticmethod
-    def _fields_fast(lines: list[str]) -> tuple[list[str], list[tuple[str, str]],
-                                                str | None, str | None] | None:
-        """The field values of a well-formed document's lines (``from_bytes``'s result for
-        them), or ``None`` when anything is out of place (the general parse then names
-        it)."""
-        count = len(lines)
-        if count < 9:
+    def _fields_fast(text: str) -> tuple[list[str], list[tuple[str, str]],
+                                         str | None, str | None] | None:
+        """The field values of a well-formed document's text (``from_bytes``'s result for
+        it), or ``None`` when anything is out of place (the general parse then names it).
+
+        One regular expression reads the lines in their fixed order (each field's prefix
+        says what the line is, so there is one way to match)."""
+        found = _FIELD_LINES.fullmatch(text)
+        if found is None:
             return None
-        values = []
-        for pos, prefix in enumerate(_HEAD_PREFIXES):
-            line = lines[pos]
-            if not line.startswith(prefix):
-                return None
-            values.append(line[len(prefix):])
-        pos = 7
+        (version, message_id, direction, client, service, method, path, block, request_hash,
+         status_text, body_digest, time_text) = found.groups()
+        if (request_hash is not None) != (direction == "response"):
+            return None
         headers: list[tuple[str, str]] = []
-        while pos < count and lines[pos].startswith("header: "):
-            name, sep, value = lines[pos][8:].partition(": ")
-            if not sep:
-                return None
-            headers.append((name, value))
-            pos += 1
-        request_hash = status_text = None
-        if values[2] == "response":
-            if pos + 2 > count or not lines[pos].startswith("request-hash: ") \
-                    or not lines[pos + 1].startswith("status: "):
-                return None
-            request_hash, status_text = lines[pos][14:], lines[pos + 1][8:]
-            pos += 2
-        if pos + 2 != count or not lines[pos].startswith("body-sha512: ") \
-                or not lines[pos + 1].startswith("signing-time: "):
-            return None
-        values.append(lines[pos][13:])
-        values.append(lines[pos + 1][14:])
-        return values, headers, request_hash, status_text
+        if block:
+            for line in block[:-1].split("\n"):
+                name, sep, value = line[8:].partition(": ")
+                if not sep:
+                    return None
+                headers.append((name, value))
+        return ([version, message_id, direction, client, service, method, path, body_digest,
+                 time_text], headers, request_hash, status_text)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SignedDocument:
@@ -258,8 +262,7 @@ class SignedDocument:
             raise InvalidSignedDocument("signed document is not UTF-8") from exc
         if not text.endswith("\n"):
             raise InvalidSignedDocument("signed document does not end with a line feed")
-        lines = text[:-1].split("\n")
-        fast = cls._fields_fast(lines)
+        fast = cls._fields_fast(text)
         if fast is not None:
             values, headers, request_hash, status_text = fast
             (version_text, message_id, direction, client_text, service_text, method,
@@ -271,7 +274,7 @@ class SignedDocument:
             return cls._from_fields(data, message_id, direction, client_text, service_text,
                                     method, path, headers, request_hash, status_text,
                                     body_digest, time_text)
-        return cls._from_lines(data, lines)
+        return cls._from_lines(data, text[:-1].split("\n"))
 
     @classmethod
     def _from_lines(cls, data: bytes, lines: list[str]) -> SignedDocument:
@@ -331,11 +334,14 @@ class SignedDocument:
             raise InvalidSignedDocument(f"direction {direction!r} is not request or response")
         if status_text is not None and not _STATUS.fullmatch(status_text):
             raise InvalidSignedDocument(f"status {status_text!r} is not a three-digit number")
-        if not _TIME.fullmatch(time_text):
+        ascii_time = _TIME_ASCII.fullmatch(time_text) is not None  # implies _TIME's match
+        if not ascii_time and not _TIME.fullmatch(time_text):
             raise InvalidSignedDocument(f"signing time {time_text!r} is not "
                                         "YYYY-MM-DDTHH:MM:SS.ffffffZ")
         try:
-            signing_time = _parse_time(time_text)
+            # fromisoformat: what _parse_time does for ASCII digits
+            signing_time = datetime.fromisoformat(time_text) if ascii_time \
+                else _parse_time(time_text)
             client = ClientId.parse(client_text)
             service = ServiceId.parse(service_text)
         except InvalidIdentifier as exc:
@@ -349,7 +355,7 @@ class SignedDocument:
             headers=tuple(headers), request_hash=request_hash,
             status=int(status_text) if status_text is not None else None,
             body_digest=body_digest, signing_time=signing_time)
-        if _TIME_ASCII.fullmatch(time_text) and time_text[0] != "0":
+        if ascii_time and time_text[0] != "0":
             # ASCII digits and a year from 1000 on: format_time(signing_time) gives back
             # exactly time_text (fromisoformat read every field at a fixed width)
             built = document._render(time_text)
@@ -358,13 +364,18 @@ class SignedDocument:
         if built != data:
             raise InvalidSignedDocument("signed document is not in canonical form (header "
                                         "order, case or spacing, or identifier form)")
-        object.__setattr__(document, "_bytes", built)
+        document.__dict__["_bytes"] = built
         return document
 
     @property
     def request_hash_value(self) -> str:
-        """The X-Road-Request-Hash a response to this (request) document must carry."""
-        return request_hash(self.to_bytes())
+        """The X-Road-Request-Hash a response to this (request) document must carry
+        (computed once per document)."""
+        cached: str | None = self.__dict__.get("_request_hash")
+        if cached is None:
+            cached = request_hash(self.to_bytes())
+            self.__dict__["_request_hash"] = cached
+        return cached
 
 
 class BodyDigest:

@@ -114,6 +114,7 @@ def root_from_leaf_hash(leaf_hash_value: bytes, index: int, size: int,
         raise InclusionProofError(f"leaf index {index} is outside a tree of {size} leaves")
     fn, sn = index, size - 1
     result = leaf_hash_value
+    sha = _sha256
     for sibling in path:
         if len(sibling) != HASH_SIZE:
             raise InclusionProofError(
@@ -122,13 +123,13 @@ def root_from_leaf_hash(leaf_hash_value: bytes, index: int, size: int,
             raise InclusionProofError(
                 f"audit path is too long for leaf {index} of a tree of {size}")
         if fn & 1 or fn == sn:
-            result = node_hash(sibling, result)
+            result = sha(b"\x01" + sibling + result).digest()  # node_hash(sibling, result)
             if not fn & 1:
                 while fn and not fn & 1:
                     fn >>= 1
                     sn >>= 1
         else:
-            result = node_hash(result, sibling)
+            result = sha(b"\x01" + result + sibling).digest()  # node_hash(result, sibling)
         fn >>= 1
         sn >>= 1
     if sn != 0:
@@ -139,7 +140,7 @@ def root_from_leaf_hash(leaf_hash_value: bytes, index: int, size: int,
 
 def root_from_path(leaf: bytes, index: int, size: int, path: Sequence[bytes]) -> bytes:
     """The root an audit path leads to from the leaf *data* ``leaf``."""
-    return root_from_leaf_hash(leaf_hash(leaf), index, size, path)
+    return root_from_leaf_hash(_sha256(b"\x00" + leaf).digest(), index, size, path)
 
 
 def verify_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes],

@@ -86,6 +86,15 @@ class SignatureBlob:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SignatureBlob:
+        fast = _batch_fields(data)
+        if fast is not None:
+            index, size, path, cms = fast
+            return cls(cms, BatchProof(index, size, path))
+        return cls._from_bytes_general(data)
+
+    @classmethod
+    def _from_bytes_general(cls, data: bytes) -> SignatureBlob:
+        """The general parse (``der``): any layout, naming what is wrong."""
         try:
             start, end = der.expect(data, 0, der.SEQUENCE, "signature")
             if end != len(data):
@@ -108,6 +117,80 @@ class SignatureBlob:
             return cls(data[items[4][1]:items[4][3]], BatchProof(index, size, tuple(path)))
         except der.DerError as exc:
             raise MalformedSignature(f"message signature is malformed: {exc}") from exc
+
+
+_PATH_ENTRY = bytes((der.OCTET_STRING, HASH_SIZE))
+_ENTRY_SIZE = 2 + HASH_SIZE
+
+
+def _sequence_at(data: bytes, pos: int) -> tuple[int, int] | None:
+    """The content bounds of a SEQUENCE at ``pos`` in minimal DER with a length of at most
+    two bytes, or ``None`` (anything else: the general parse decides)."""
+    if pos + 2 > len(data) or data[pos] != der.SEQUENCE:
+        return None
+    first = data[pos + 1]
+    if first < 0x80:
+        return pos + 2, pos + 2 + first
+    if first == 0x81 and pos + 3 <= len(data) and data[pos + 2] >= 0x80:
+        return pos + 3, pos + 3 + data[pos + 2]
+    if first == 0x82 and pos + 4 <= len(data) and data[pos + 2]:
+        return pos + 4, pos + 4 + (data[pos + 2] << 8 | data[pos + 3])
+    return None
+
+
+def _small_uint_at(data: bytes, pos: int) -> tuple[int, int] | None:
+    """A non-negative INTEGER of 1-4 content bytes in minimal form at ``pos``: its value
+    and the position after it, or ``None``."""
+    if pos + 3 > len(data) or data[pos] != der.INTEGER:
+        return None
+    size = data[pos + 1]
+    if not 1 <= size <= 4 or pos + 2 + size > len(data):
+        return None
+    lead = data[pos + 2]
+    if lead & 0x80 or (lead == 0 and size > 1 and not data[pos + 3] & 0x80):
+        return None  # negative or not minimal
+    return int.from_bytes(data[pos + 2:pos + 2 + size], "big"), pos + 2 + size
+
+
+def _batch_blob(index: int, size: int, path: Sequence[bytes], cms: bytes) -> bytes:
+    """``SignatureBlob(cms, BatchProof(index, size, path)).to_bytes()`` (32-byte path
+    entries), without the intermediate objects."""
+    entries = b"".join([_PATH_ENTRY + entry for entry in path])
+    return der.tlv(der.SEQUENCE, b"".join((b"\x02\x01\x01", der.integer(index), der.integer(size),
+                                           der.tlv(der.SEQUENCE, entries), cms)))
+
+
+def _batch_fields(data: bytes) -> tuple[int, int, tuple[bytes, ...], bytes] | None:
+    """``(index, size, path, cms)`` of a batch blob in the layout ``to_bytes`` writes, read
+    with a few byte checks; ``None`` for anything else (a single signature, another
+    length form, anything malformed), which ``_from_bytes_general`` then reads or refuses.
+    Whatever this accepts, the general parse reads to the same values (tested)."""
+    outer = _sequence_at(data, 0)
+    if outer is None or outer[1] != len(data) or data[outer[0]:outer[0] + 3] != b"\x02\x01\x01":
+        return None
+    read = _small_uint_at(data, outer[0] + 3)
+    if read is None:
+        return None
+    index, pos = read
+    read = _small_uint_at(data, pos)
+    if read is None:
+        return None
+    size, pos = read
+    bounds = _sequence_at(data, pos)
+    if bounds is None or not 0 <= index < size:
+        return None
+    start, end = bounds
+    if (end - start) % _ENTRY_SIZE or end > len(data):
+        return None
+    path = []
+    for entry in range(start, end, _ENTRY_SIZE):
+        if data[entry:entry + 2] != _PATH_ENTRY:
+            return None
+        path.append(data[entry + 2:entry + _ENTRY_SIZE])
+    cms = _sequence_at(data, end)
+    if cms is None or cms[1] != len(data):
+        return None
+    return index, size, tuple(path), data[end:]
 
 
 @dataclass(frozen=True)
@@ -133,17 +216,22 @@ def verify_message(document_bytes: bytes, signature_blob: bytes, trust: TrustSto
         member, certificate, signing_time = verify_single(signature_blob, document_bytes,
                                                           trust, now, expected_member)
         return VerifiedMessage(member, certificate, signing_time, None)
-    blob = SignatureBlob.from_bytes(signature_blob)
-    if blob.batch is None:
+    fast = _batch_fields(signature_blob)
+    if fast is not None:  # a batch signature in the layout this module writes
+        index, size, path, cms = fast
+        proof: BatchProof | None = BatchProof(index, size, path)
+    else:
+        blob = SignatureBlob._from_bytes_general(signature_blob)
+        cms, proof = blob.cms, blob.batch
+    if proof is None:
         content = document_bytes
     else:
-        proof = blob.batch
         root = root_from_path(document_bytes, proof.index, proof.size, proof.path)
         content = batch_root_document(root, proof.size)
-    verified = verify_detached(blob.cms, content, trust, now, expected_member=expected_member,
-                               reuse=blob.batch is not None)
+    verified = verify_detached(cms, content, trust, now, expected_member=expected_member,
+                               reuse=proof is not None)
     return VerifiedMessage(verified.member, verified.certificate, verified.signing_time,
-                           blob.batch)
+                           proof)
 
 
 class Signer:
@@ -220,8 +308,7 @@ class Signer:
         cms = self._sign(batch_root_document(root, size))
         self.batches_signed += 1
         self.documents_signed += size
-        return [SignatureBlob(cms, BatchProof(i, size, tuple(paths[i]))).to_bytes()
-                for i in range(size)]
+        return [_batch_blob(i, size, paths[i], cms) for i in range(size)]
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:

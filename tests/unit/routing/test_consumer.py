@@ -77,3 +77,27 @@ def test_a_provider_can_only_relay_provider_codes(code: str) -> None:
     relayed = relayed_error(PeerResponse(400, [], SpooledBody.from_bytes(body)), code)
     assert relayed.code == "Server.ClientProxy.InconsistentResponse"
     assert relayed.http_status == 502
+
+
+def test_new_message_id_is_a_canonical_random_uuid4() -> None:
+    import uuid
+
+    from secserver.routing.consumer import new_message_id
+
+    ids = [new_message_id() for _ in range(4000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and len(text) == 36  # canonical: lower case, hyphens
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # every hex digit but the version digit and the variant's top bits varies
+    for pos in range(36):
+        seen = {text[pos] for text in ids}
+        if pos in (8, 13, 18, 23):
+            assert seen == {"-"}
+        elif pos == 14:
+            assert seen == {"4"}
+        elif pos == 19:
+            assert seen == set("89ab")
+        else:
+            assert len(seen) == 16

@@ -100,3 +100,29 @@ def test_response_document_is_bound_to_the_request() -> None:
     with pytest.raises(InconsistentResponse, match="body"):
         documents.check_response(response, exchange, "m1", request_bytes, 201, headers,
                                  SpooledBody.from_bytes(b"ko"))
+
+
+def test_request_hash_computed_once_gives_the_same_checks() -> None:
+    exchange = request()
+    body = SpooledBody.from_bytes(b"")
+    request_bytes = documents.request_document(exchange, "m1", body, NOW)
+    signed = SignedDocument.from_bytes(request_bytes)
+    response_body = SpooledBody.from_bytes(b"ok")
+    headers = [("content-type", "text/plain")]
+    response = documents.response_document(signed, request_bytes, 200, headers,
+                                           response_body, NOW)
+    # the request's hash taken from the parsed document equals the hash of its bytes
+    assert SignedDocument.from_bytes(response).request_hash == request_hash(request_bytes)
+    assert signed.request_hash_value == request_hash(request_bytes)
+    # bytes that are not the parsed document's: hashed as given
+    other = documents.request_document(exchange, "m1", body, NOW + timedelta(1))
+    unbound = documents.response_document(signed, other, 200, headers, response_body, NOW)
+    assert SignedDocument.from_bytes(unbound).request_hash == request_hash(other)
+    digest = request_hash(request_bytes)
+    parsed = documents.check_response(response, exchange, "m1", request_bytes, 200, headers,
+                                      response_body, request_digest=digest)
+    assert parsed == documents.check_response(response, exchange, "m1", request_bytes, 200,
+                                              headers, response_body)
+    with pytest.raises(InconsistentResponse, match="request-hash"):
+        documents.check_response(response, exchange, "m1", other, 200, headers,
+                                 response_body, request_digest=request_hash(other))

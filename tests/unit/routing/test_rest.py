@@ -148,3 +148,20 @@ def test_new_message_id_only_when_the_head_has_none() -> None:
                               new_message_id=new_id).message_id == "sent"
     assert made == ["generated-1"]
     assert parse_rest_request("GET", target, [client]).message_id is None
+
+
+def test_exchange_request_is_still_a_frozen_dataclass() -> None:
+    import dataclasses
+
+    parsed = parse_rest_request("GET", "/r1/JP-DEV/COM/OTTA/TAGS/echo/x?y=1",
+                                [("X-Road-Client", "JP-DEV/GOV/TOYONO/X"), ("X-Road-Id", "m")])
+    values = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed)}
+    assert list(values) == ["kind", "client", "service", "method", "path", "query", "headers",
+                            "message_id", "user_id", "issue", "data_subject"]
+    assert ExchangeRequest(**values) == parsed and hash(ExchangeRequest(**values)) == hash(parsed)
+    assert ExchangeRequest(*values.values()) == parsed
+    short = ExchangeRequest(parsed.kind, parsed.client, parsed.service, "GET", "/x", "", ())
+    assert (short.message_id, short.user_id, short.issue, short.data_subject) == (None,) * 4
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        parsed.method = "POST"  # type: ignore[misc]
+    assert dataclasses.replace(parsed, message_id="n").message_id == "n"

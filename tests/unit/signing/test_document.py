@@ -303,3 +303,189 @@ def test_remembered_header_pairs_stay_bounded() -> None:
     for i in range(3000):
         assert canonical_headers([("X-N", f" {i} ")]) == (("x-n", str(i)),)
     assert len(document._CANONICAL_PAIRS) <= document._CANONICAL_PAIRS_MAX
+
+
+# --- SignedDocument's own __init__ against the dataclass it replaced (kept verbatim) -----
+
+@dataclasses.dataclass(frozen=True)
+class _ReferenceDocument:
+    """``SignedDocument``'s fields and checks as of commit 754080c (generated
+    ``__init__`` plus ``__post_init__``)."""
+
+    version: int
+    message_id: str
+    direction: str
+    client: ClientId
+    service: ServiceId
+    method: str
+    path_and_query: str
+    headers: tuple[tuple[str, str], ...]
+    request_hash: str | None
+    status: int | None
+    body_digest: str
+    signing_time: datetime
+
+    def __post_init__(self) -> None:
+        from secserver.signing.document import (
+            _B64_SHA512,
+            _METHOD,
+            MAX_MESSAGE_ID,
+            VERSION,
+            _check_text,
+        )
+        if self.version != VERSION:
+            raise InvalidSignedDocument(f"signed document version {self.version} is not "
+                                        f"supported; this server speaks version {VERSION}")
+        _check_text(self.message_id, "message-id")
+        if len(self.message_id) > MAX_MESSAGE_ID:
+            raise InvalidSignedDocument(f"message id is longer than {MAX_MESSAGE_ID} characters")
+        if self.direction not in ("request", "response"):
+            raise InvalidSignedDocument(f"direction {self.direction!r} is not request or "
+                                        "response")
+        if not isinstance(self.client, ClientId) or not isinstance(self.service, ServiceId):
+            raise InvalidSignedDocument("client and service must be ClientId and ServiceId")
+        if not isinstance(self.method, str) or not _METHOD.fullmatch(self.method):
+            raise InvalidSignedDocument(f"HTTP method {self.method!r} is not an upper-case "
+                                        "token")
+        _check_text(self.path_and_query, "path", allow_empty=True)
+        object.__setattr__(self, "headers", canonical_headers(self.headers))
+        if self.direction == "response":
+            if self.request_hash is None or not _B64_SHA512.fullmatch(self.request_hash):
+                raise InvalidSignedDocument("a response document needs the request hash "
+                                            "(base64 SHA-512)")
+            if not isinstance(self.status, int) or isinstance(self.status, bool) \
+                    or not 100 <= self.status <= 999:
+                raise InvalidSignedDocument(f"response status {self.status!r} is not a "
+                                            "three-digit HTTP status")
+        elif self.request_hash is not None or self.status is not None:
+            raise InvalidSignedDocument("a request document has no request hash or status")
+        if not isinstance(self.body_digest, str) or not _B64_SHA512.fullmatch(self.body_digest):
+            raise InvalidSignedDocument("body digest must be a base64 SHA-512 (88 characters)")
+        if not isinstance(self.signing_time, datetime) or self.signing_time.tzinfo is None:
+            raise InvalidSignedDocument("signing time must be a timezone-aware datetime")
+        object.__setattr__(self, "signing_time", self.signing_time.astimezone(UTC))
+
+
+def _outcome(cls: type, kwargs: dict[str, Any]) -> dict[str, Any] | str:
+    try:
+        return dataclasses.asdict(cls(**kwargs))
+    except InvalidSignedDocument as exc:
+        return f"{type(exc).__name__}: {exc.message}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(version=st.sampled_from([1, 2, True]),
+       message_id=st.sampled_from(["m-1", "", "a\nb", "x" * 257, "x" * 256, 5]),
+       direction=st.sampled_from(["request", "response", "sideways"]),
+       client=st.sampled_from([CLIENT, "JP-DEV/GOV/TOYONO"]),
+       service=st.sampled_from([SERVICE, None]),
+       method=st.sampled_from(["POST", "get", "", None]),
+       path=st.sampled_from(["", "/a?b", "/a\r\n"]),
+       headers=st.sampled_from([(), (("B", " 1 "), ("a", "2")), (("bad name", "x"),),
+                                (("x", "\x00"),)]),
+       request_hash_value=st.sampled_from([None, EMPTY_BODY_DIGEST, "abc"]),
+       status=st.sampled_from([None, 200, 42, True, 999, "200"]),
+       digest=st.sampled_from([EMPTY_BODY_DIGEST, "abc", None]),
+       when=st.sampled_from([datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1),
+                             datetime(2026, 1, 1, 9, tzinfo=timezone(timedelta(hours=9))),
+                             "2026-01-01"]))
+def test_init_equals_the_generated_dataclass_init(
+        version: int, message_id: str, direction: str, client: ClientId, service: ServiceId,
+        method: str, path: str, headers: tuple[tuple[str, str], ...],
+        request_hash_value: str | None, status: int | None, digest: str,
+        when: datetime) -> None:
+    kwargs: dict[str, Any] = dict(
+        version=version, message_id=message_id, direction=direction, client=client,
+        service=service, method=method, path_and_query=path, headers=headers,
+        request_hash=request_hash_value, status=status, body_digest=digest,
+        signing_time=when)
+    assert _outcome(SignedDocument, kwargs) == _outcome(_ReferenceDocument, kwargs)
+
+
+def test_still_a_frozen_dataclass() -> None:
+    doc = golden_request()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        doc.message_id = "other"  # type: ignore[misc]
+    same = SignedDocument(*(getattr(doc, f.name) for f in dataclasses.fields(doc)))
+    assert same == doc and hash(same) == hash(doc) and same.to_bytes() == doc.to_bytes()
+    assert [f.name for f in dataclasses.fields(SignedDocument)] == [
+        f.name for f in dataclasses.fields(_ReferenceDocument)]
+    changed = dataclasses.replace(doc, message_id="other")
+    assert changed.message_id == "other" and b"message-id: other\n" in changed.to_bytes()
+    assert doc.request_hash_value == request_hash(doc.to_bytes())
+    assert doc.request_hash_value is doc.request_hash_value  # computed once
+
+
+_OLD_HEAD_PREFIXES = ("secserver-signed-document: ", "message-id: ", "direction: ",
+                      "client: ", "service: ", "method: ", "path: ")
+
+
+def _reference_fields_fast(lines: list[str]) -> tuple[list[str], list[tuple[str, str]],
+                                                      str | None, str | None] | None:
+    """``SignedDocument._fields_fast`` as of commit 754080c (over the text's lines)."""
+    count = len(lines)
+    if count < 9:
+        return None
+    values = []
+    for pos, prefix in enumerate(_OLD_HEAD_PREFIXES):
+        line = lines[pos]
+        if not line.startswith(prefix):
+            return None
+        values.append(line[len(prefix):])
+    pos = 7
+    headers: list[tuple[str, str]] = []
+    while pos < count and lines[pos].startswith("header: "):
+        name, sep, value = lines[pos][8:].partition(": ")
+        if not sep:
+            return None
+        headers.append((name, value))
+        pos += 1
+    request_hash_text = status_text = None
+    if values[2] == "response":
+        if pos + 2 > count or not lines[pos].startswith("request-hash: ") \
+                or not lines[pos + 1].startswith("status: "):
+            return None
+        request_hash_text, status_text = lines[pos][14:], lines[pos + 1][8:]
+        pos += 2
+    if pos + 2 != count or not lines[pos].startswith("body-sha512: ") \
+            or not lines[pos + 1].startswith("signing-time: "):
+        return None
+    values.append(lines[pos][13:])
+    values.append(lines[pos + 1][14:])
+    return values, headers, request_hash_text, status_text
+
+
+_line_values = st.sampled_from(["", "1", "request", "response", "a: b", "x", ": ",
+                                "header: y: z", "\r", " response", "request-hash: q"])
+
+
+@st.composite
+def _document_texts(draw: st.DrawFn) -> str:
+    prefixes = [*_OLD_HEAD_PREFIXES]
+    prefixes += ["header: "] * draw(st.integers(0, 3))
+    if draw(st.booleans()):
+        prefixes += ["request-hash: ", "status: "]
+    prefixes += ["body-sha512: ", "signing-time: "]
+    lines = [p + draw(_line_values) for p in prefixes]
+    for _ in range(draw(st.integers(0, 2))):  # a mutation: drop, insert, swap, rename
+        kind = draw(st.sampled_from(["drop", "insert", "swap", "rename"]))
+        pos = draw(st.integers(0, len(lines) - 1))
+        if kind == "drop":
+            del lines[pos]
+        elif kind == "insert":
+            lines.insert(pos, draw(st.sampled_from(["header: a: b", "header: nocolon", "",
+                                                    "status: 200", "x: y"])))
+        elif kind == "swap":
+            other = draw(st.integers(0, len(lines) - 1))
+            lines[pos], lines[other] = lines[other], lines[pos]
+        else:
+            lines[pos] = "other" + lines[pos]
+        if not lines:
+            break
+    return "".join(line + "\n" for line in lines)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=_document_texts())
+def test_fields_fast_equals_the_line_reader_it_replaced(text: str) -> None:
+    assert SignedDocument._fields_fast(text) == _reference_fields_fast(text[:-1].split("\n"))

@@ -17,6 +17,7 @@ from pki_fixtures import Issued, ca_fixture, make_ca, make_leaf, trust_fixture  
 from secserver.config import load_config
 from secserver.identifiers import ClientId
 from secserver.signing import cms, der
+from secserver.signing import signer as signer_module
 from secserver.signing.cms import verify_detached
 from secserver.signing.errors import (
     CertificateExpired,
@@ -502,3 +503,101 @@ def test_mutations_fail_cleanly(sample_blobs: list[bytes], trust: TrustStore,
     except VerificationError:
         return
     assert result.member == TOYONO
+
+
+# --- the batch blob's fast reader and writer against the general DER code ----------------
+
+def _general(blob: bytes) -> SignatureBlob | str:
+    try:
+        return SignatureBlob._from_bytes_general(blob)
+    except MalformedSignature as exc:
+        return exc.message
+
+
+def _parsed(blob: bytes) -> SignatureBlob | str:
+    try:
+        return SignatureBlob.from_bytes(blob)
+    except MalformedSignature as exc:
+        return exc.message
+
+
+def _sample_batch(index: int, size: int, entries: int, cms_len: int) -> bytes:
+    path = tuple(bytes([i]) * 32 for i in range(entries))
+    cms_der = der.sequence(der.oid("1.2.840.113549.1.7.2"), der.octet_string(b"c" * cms_len))
+    return SignatureBlob(cms_der, BatchProof(index, size, path)).to_bytes()
+
+
+@pytest.mark.parametrize(("index", "size", "entries", "cms_len"), [
+    (0, 1, 0, 10), (0, 2, 1, 100), (3, 7, 3, 700), (127, 128, 7, 700), (128, 300, 9, 700),
+    (511, 512, 9, 2000), (40000, 70000, 17, 700), (0, 2, 1, 70000),
+])
+def test_batch_blob_writer_and_fast_reader(index: int, size: int, entries: int,
+                                           cms_len: int) -> None:
+    blob = _sample_batch(index, size, entries, cms_len)
+    parsed = _general(blob)
+    assert isinstance(parsed, SignatureBlob) and parsed.batch is not None
+    assert signer_module._batch_blob(index, size, parsed.batch.path, parsed.cms) == blob
+    fast = signer_module._batch_fields(blob)
+    if len(blob) < 0x10000:  # the fast reader takes lengths of up to two bytes
+        assert fast == (index, size, parsed.batch.path, parsed.cms)
+    assert SignatureBlob.from_bytes(blob) == parsed
+
+
+def test_sign_many_blobs_are_the_general_layout(ec_leaf: Issued) -> None:
+    signer = Signer(ec_leaf.key, ec_leaf.cert, clock=lambda: NOW)
+    for n in (2, 3, 9, 64):
+        blobs = signer.sign_many(docs(n))
+        for blob in blobs:
+            parsed = _general(blob)
+            assert isinstance(parsed, SignatureBlob) and parsed.to_bytes() == blob
+            assert signer_module._batch_fields(blob) is not None
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.data())
+def test_fast_blob_reader_equals_general(data: st.DataObject) -> None:
+    """``from_bytes`` (fast reader first) gives the general parse's result or error for
+    valid and mutated batch blobs; whatever the fast reader accepts, the general parse
+    reads to the same values."""
+    blob = _sample_batch(*data.draw(st.sampled_from([
+        (0, 2, 1, 100), (3, 7, 3, 300), (128, 300, 9, 120), (0, 1, 0, 5)])))
+    kind = data.draw(st.sampled_from(["none", "flip", "truncate", "insert", "delete"]))
+    pos = data.draw(st.integers(min_value=0, max_value=len(blob) - 1))
+    if kind == "flip":
+        blob = blob[:pos] + bytes([blob[pos] ^ data.draw(st.integers(1, 255))]) + blob[pos + 1:]
+    elif kind == "truncate":
+        blob = blob[:pos]
+    elif kind == "insert":
+        blob = blob[:pos] + bytes([data.draw(st.integers(0, 255))]) + blob[pos:]
+    elif kind == "delete":
+        blob = blob[:pos] + blob[pos + 1:]
+    general = _general(blob)
+    fast = signer_module._batch_fields(blob)
+    if fast is not None:
+        assert isinstance(general, SignatureBlob) and general.batch is not None
+        assert fast == (general.batch.index, general.batch.size, general.batch.path,
+                        general.cms)
+    assert _parsed(blob) == general
+
+
+def test_fast_blob_reader_refuses_what_general_refuses() -> None:
+    cms_der = der.sequence(der.oid("1.2.840.113549.1.7.2"), der.context(0, der.sequence()))
+    entry = der.octet_string(b"\x01" * 32)
+    not_minimal = [
+        # INTEGER 0 written in two bytes, a length in the long form for a short one
+        der.sequence(b"\x02\x01\x01", b"\x02\x02\x00\x00", der.integer(2),
+                     der.sequence(entry), cms_der),
+        b"\x30\x81\x10" + b"\x00" * 0x10,
+        der.sequence(der.integer(1), der.integer(0), der.integer(2),
+                     b"\x30\x81\x22" + entry, cms_der),
+        der.sequence(der.integer(1), der.integer(-1), der.integer(2), der.sequence(entry),
+                     cms_der),
+        der.sequence(der.integer(1), der.integer(0), der.integer(2), der.sequence(entry),
+                     cms_der, b"\x05\x00"),
+        der.sequence(der.integer(1), der.integer(0), der.integer(2), der.sequence(entry),
+                     der.octet_string(cms_der)),
+    ]
+    for blob in not_minimal:
+        assert signer_module._batch_fields(blob) is None
+        with pytest.raises(MalformedSignature):
+            SignatureBlob.from_bytes(blob)
