@@ -40,7 +40,7 @@ class PeerPool:
     async def _connect(self, server: ServerEntry) -> http1.Connection:
         connection = await self._pool.connect(server.host, server.port, self._ssl, server.host,
                                               self._failures(server))
-        ssl_object = connection.writer.get_extra_info("ssl_object")
+        ssl_object = connection.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if der is None or hashlib.sha256(der).hexdigest() != server.tls_cert_sha256:
             connection.close()
