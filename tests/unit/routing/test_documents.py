@@ -126,3 +126,47 @@ def test_request_hash_computed_once_gives_the_same_checks() -> None:
     with pytest.raises(InconsistentResponse, match="request-hash"):
         documents.check_response(response, exchange, "m1", other, 200, headers,
                                  response_body, request_digest=request_hash(other))
+
+
+def test_each_differing_field_is_named() -> None:
+    """The all-fields-equal shortcut still names the first differing field, as before."""
+    exchange = request(("Content-Type", "application/json"))
+    body = SpooledBody.from_bytes(b"{}")
+    data = documents.request_document(exchange, "m1", body, NOW)
+    later = NOW + timedelta(seconds=1)
+    other_client = parse_rest_request("POST", TARGET, [
+        ("X-Road-Client", "JP-DEV/GOV/TOYONO/Y"), ("X-Road-Id", "m1"),
+        ("Content-Type", "application/json")])
+    for other, field in [
+        (other_client, "client"),
+        (parse_rest_request("PUT", TARGET, [("X-Road-Client", "JP-DEV/GOV/TOYONO/X"),
+                                            ("X-Road-Id", "m1"),
+                                            ("Content-Type", "application/json")]), "method"),
+        (parse_rest_request("POST", "/r1/JP-DEV/COM/OTTA/TAGS/other/a/b?c=1", [
+            ("X-Road-Client", "JP-DEV/GOV/TOYONO/X"), ("X-Road-Id", "m1"),
+            ("Content-Type", "application/json")]), "service"),
+        (parse_rest_request("POST", TARGET, [("X-Road-Client", "JP-DEV/GOV/TOYONO/X"),
+                                             ("X-Road-Id", "m2"),
+                                             ("Content-Type", "application/json")]),
+         "message-id"),
+    ]:
+        with pytest.raises(InvalidMessage, match=f"the field {field} differs"):
+            documents.check_request(data, other, body, later, 600)
+    signed = SignedDocument.from_bytes(data)
+    response_body = SpooledBody.from_bytes(b"ok")
+    headers = [("content-type", "text/plain")]
+    response = documents.response_document(signed, data, 200, headers, response_body, NOW)
+    with pytest.raises(InvalidMessage, match="the field direction differs"):
+        documents.check_request(response, exchange, body, later, 600)
+    for args, field in [
+        ((data, exchange, "m1", data, 200, headers, response_body), "direction"),
+        ((response, exchange, "m2", data, 200, headers, response_body), "message-id"),
+        ((response, other_client, "m1", data, 200, headers, response_body), "client"),
+        ((response, exchange, "m1", data + b"x", 200, headers, response_body),
+         "request-hash"),
+        ((response, exchange, "m1", data, 204, headers, response_body), "status"),
+        ((response, exchange, "m1", data, 200, [], response_body), "headers"),
+        ((response, exchange, "m1", data, 200, headers, body), "body-sha512"),
+    ]:
+        with pytest.raises(InconsistentResponse, match=f"the field {field} differs"):
+            documents.check_response(*args)

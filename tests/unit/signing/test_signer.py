@@ -601,3 +601,21 @@ def test_fast_blob_reader_refuses_what_general_refuses() -> None:
         assert signer_module._batch_fields(blob) is None
         with pytest.raises(MalformedSignature):
             SignatureBlob.from_bytes(blob)
+
+
+def test_result_types_are_still_frozen_dataclasses() -> None:
+    import dataclasses
+
+    proof = BatchProof(1, 2, (b"\x00" * 32,))
+    blob = SignatureBlob(b"cms", proof)
+    assert SignatureBlob(b"cms").batch is None
+    assert blob == SignatureBlob(cms=b"cms", batch=BatchProof(index=1, size=2,
+                                                               path=(b"\x00" * 32,)))
+    assert hash(blob) == hash(SignatureBlob(b"cms", BatchProof(1, 2, (b"\x00" * 32,))))
+    assert dataclasses.astuple(proof) == (1, 2, (b"\x00" * 32,))
+    assert [f.name for f in dataclasses.fields(signer_module.VerifiedMessage)] == [
+        "member", "certificate", "signing_time", "batch"]
+    for value, field in ((proof, "index"), (blob, "cms")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, field, 0)
+    assert dataclasses.replace(proof, index=0) == BatchProof(0, 2, proof.path)
