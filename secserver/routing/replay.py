@@ -3,7 +3,9 @@
 Ids are remembered in memory (immediate refusal of a duplicate, even one still in flight)
 and in the ``exchange_seen_messages`` table, so a replay is refused across restarts and
 across nodes sharing one database. Inserts are grouped: concurrent requests share one
-transaction, and the provider awaits it together with the request's log record. The
+transaction (under load the next batch gathers for a few event-loop iterations first, like
+the message log's: ``secserver.db.committer.BatchGather``), and the provider awaits it
+together with the request's log record. The
 transactions run on a thread of their own (``secserver.db.committer.CommitThread``: one
 synchronous connection, one hand-off per batch). On SQLite the table lives in its own
 database file (``data_dir/replay.db``) so its commits never wait for the message log's
@@ -21,12 +23,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from secserver.aio import cancel_and_wait
-from secserver.db.committer import CommitThread, DatabaseWriteError, plain_url
+from secserver.db.committer import BatchGather, CommitThread, DatabaseWriteError, plain_url
 from secserver.routing.errors import DuplicateMessageId, InternalError
 
 log = logging.getLogger(__name__)
 
 REPLAY_WINDOW = 600.0  # seconds; also the accepted age of a request's signing time
+GATHER_LIMIT = 256  # reservations at which a gathering batch goes at once
 
 _metadata = sa.MetaData()
 seen_messages = sa.Table(
@@ -62,6 +65,8 @@ class ReplayGuard:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
+        self.gather = BatchGather(limit=GATHER_LIMIT)
+        """Batches and reservations committed, iterations spent gathering."""
 
     async def start(self) -> None:
         self._db.start()
@@ -75,6 +80,8 @@ class ReplayGuard:
                 future.set_exception(InternalError("the node is shutting down"))
         self._pending.clear()
         await self._db.stop()
+        log.info("replay store stopped: %d batches, %d reservations, %d gather iterations",
+                 self.gather.batches, self.gather.records, self.gather.iterations)
 
     def reserve(self, client: str, message_id: str, now: float) -> Awaitable[None]:
         # the returned coroutine must be awaited: call reserve only right before that
@@ -106,12 +113,18 @@ class ReplayGuard:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            if self._pending:
+                await self.gather.gather(self._waiting)
             batch, self._pending = self._pending, []
             if batch:
                 await self._flush(batch)
+                self.gather.committed(len(batch), len(self._pending))
             now = max((at for _k, at, _f in batch), default=0.0)
             if now - self._last_prune > 60.0:
                 await self._prune(now)
+
+    def _waiting(self) -> int:
+        return len(self._pending)
 
     async def _flush(self, batch: list[tuple[Key, float, asyncio.Future[bool]]]) -> None:
         rows = [(k[0], k[1], at) for k, at, _f in batch]

@@ -203,3 +203,48 @@ async def test_grace_period_applies_only_with_a_tsa(migrated_url: str, tmp_path:
     writer.check_accepting(later)
     assert writer.health()["tsa"] == "disabled"
     await writer.stop()
+
+
+async def test_a_lone_append_is_not_held_back(migrated_url: str, tmp_path: Path,
+                                              pki: Path) -> None:
+    writer = LogWriter(node_config(tmp_path, migrated_url, pki))
+    await writer.start()
+    try:
+        signers = MemberSigners(pki)
+        before = writer.health()
+        for n in range(5):  # one at a time: each is committed at once, in its own batch
+            await writer.append(sample_message(signers, n))
+        after = writer.health()
+        assert after["batches"] - before["batches"] == 5
+        assert after["batched_records"] - before["batched_records"] == 5
+        assert after["gather_iterations"] == 0
+    finally:
+        await writer.stop()
+
+
+async def test_batches_grow_under_concurrent_appends(migrated_url: str, tmp_path: Path,
+                                                     pki: Path) -> None:
+    from secserver.db.committer import GATHER_ROUNDS
+
+    config = node_config(tmp_path, migrated_url, pki)
+    writer = LogWriter(config)
+    await writer.start()
+    signers = MemberSigners(pki)
+    records = [sample_message(signers, n) for n in range(10 * GATHER_ROUNDS)]  # < the limit
+    before = writer.health()
+    appends: list[asyncio.Future[int]] = []
+    for n, record in enumerate(records):  # two at once, then one per event-loop iteration
+        appends.append(asyncio.ensure_future(writer.append(record)))
+        if n:
+            await asyncio.sleep(0)
+    seqs = await asyncio.gather(*appends)
+    after = writer.health()
+    await writer.stop()
+    batches = after["batches"] - before["batches"]
+    assert after["batched_records"] - before["batched_records"] == len(records)
+    # the first batch holds two records, so every later one gathers for GATHER_ROUNDS
+    # iterations, in which as many records come in: about one batch per GATHER_ROUNDS
+    assert after["gather_iterations"] >= GATHER_ROUNDS
+    assert batches <= len(records) // GATHER_ROUNDS + 2, f"{batches} batches"
+    assert sorted(seqs) == list(range(seqs[0], seqs[0] + len(records)))
+    assert verify_node_log(config).ok

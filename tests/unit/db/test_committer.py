@@ -11,7 +11,12 @@ from postgres import create_database
 from sqlalchemy import text
 
 from secserver.db import migrate
-from secserver.db.committer import PG_MULTIROW_MAX, CommitThread, DatabaseWriteError
+from secserver.db.committer import (
+    PG_MULTIROW_MAX,
+    BatchGather,
+    CommitThread,
+    DatabaseWriteError,
+)
 from secserver.db.engine import make_engine
 from secserver.routing.replay import seen_messages
 
@@ -130,3 +135,48 @@ async def test_a_lost_connection_fails_one_job_and_the_next_reconnects(
         assert stored(migrated_url) == [("before", 1.0), ("after", 3.0)]
     finally:
         await db.stop()
+
+
+async def test_gather_holds_a_batch_only_after_signs_of_concurrency() -> None:
+    queued: list[int] = []
+    gather = BatchGather(limit=100, rounds=5)
+    assert await gather.gather(lambda: len(queued)) == 0  # nothing committed yet
+    gather.committed(1, 0)  # a lone record, nothing arrived meanwhile: no wait
+    assert not gather.busy
+    assert await gather.gather(lambda: len(queued)) == 0
+    gather.committed(1, 2)  # records arrived while it committed
+    assert gather.busy
+
+    async def producer() -> None:
+        for n in range(50):
+            queued.append(n)
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(producer())
+    assert await gather.gather(lambda: len(queued)) == 5  # bounded by rounds
+    assert 4 <= len(queued) <= 6  # one record per iteration came in meanwhile
+    size = len(queued)
+    gather.committed(size, 0)  # more than one record: the next batch gathers too
+    assert gather.busy
+    queued.clear()
+    await task
+    assert (gather.batches, gather.records, gather.iterations) == (3, 2 + size, 5)
+
+
+async def test_gather_ends_when_the_batch_is_full() -> None:
+    queued = list(range(3))
+    gather = BatchGather(limit=4, rounds=100)
+    gather.committed(2, 0)
+
+    async def producer() -> None:
+        for n in range(10):
+            queued.append(n)
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(producer())
+    rounds = await gather.gather(lambda: len(queued))
+    assert 1 <= rounds <= 2 and len(queued) >= 4
+    full = BatchGather(limit=3, rounds=100)
+    full.committed(3, 3)
+    assert await full.gather(lambda: len(queued)) == 0  # already full: no wait at all
+    await task

@@ -56,3 +56,47 @@ async def test_concurrent_batch_with_one_replay(migrated_url: str) -> None:
         await old.stop()
         await new.stop()
         await engine.dispose()
+
+
+async def test_a_lone_reservation_is_not_held_back(migrated_url: str) -> None:
+    engine = make_async_engine(migrated_url)
+    guard = ReplayGuard(engine)
+    await guard.start()
+    try:
+        for n in range(5):
+            await guard.check_and_record("C/1", f"lone{n}", 10.0)
+        assert (guard.gather.batches, guard.gather.records) == (5, 5)
+        assert guard.gather.iterations == 0
+    finally:
+        await guard.stop()
+        await engine.dispose()
+
+
+async def test_batches_grow_under_concurrent_reservations(migrated_url: str) -> None:
+    import asyncio
+
+    from secserver.db.committer import GATHER_ROUNDS
+
+    engine = make_async_engine(migrated_url)
+    guard = ReplayGuard(engine)
+    await guard.start()
+    try:
+        await guard.check_and_record("C/1", "warm-up", 10.0)  # the connection is open
+        count = 10 * GATHER_ROUNDS  # below the batch limit
+        checks: list[asyncio.Future[None]] = []
+        for n in range(count):  # two at once, then one new reservation per iteration
+            checks.append(asyncio.ensure_future(guard.check_and_record("C/1", f"c{n}", 10.0)))
+            if n:
+                await asyncio.sleep(0)
+        await asyncio.gather(*checks)
+        assert guard.gather.records == count + 1
+        # the first batch holds two reservations, so every later one gathers for
+        # GATHER_ROUNDS iterations, in which as many reservations come in
+        assert guard.gather.iterations >= GATHER_ROUNDS
+        assert guard.gather.batches <= 1 + count // GATHER_ROUNDS + 2, guard.gather.batches
+        async with engine.connect() as connection:
+            rows = (await connection.execute(select(seen_messages.c.message_id))).all()
+        assert len(rows) == count + 1
+    finally:
+        await guard.stop()
+        await engine.dispose()
