@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import ipaddress
 import ssl
@@ -12,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import aiohttp
 from aiohttp import web
@@ -217,40 +216,20 @@ class Trace:
         if body_policy in ("store", "encrypt") and body is not None and body.in_memory:
             policy = "store" if body_policy == "store" else "encrypt"
             stored = body.read_all()
-        fields: dict[str, Any] = {
-            "message_id": self.message_id, "direction": direction, "side": self.side,
-            "client": self.client, "service": self.service, "method": self.method,
-            "path": self.path, "body_size": body.size if body is not None else 0,
-            "body_digest": body.digest_b64 if body is not None else "",
-            "at": at, "status": status,
-            "error_code": (qualified_code(error, "ClientProxy" if self.side == "consumer"
-                                          else "ServerProxy") if error is not None else None),
-            "reason": reason if reason is not None else (error.message if error else None),
-            "body": stored, "body_policy": policy, "signed_document": signed_document,
-            "signature": signature, "peer": self.peer,
-            "duration_ms": round((time.monotonic() - self.started) * 1000, 3)
+        return MessageRecord(
+            message_id=self.message_id, direction=direction, side=self.side,
+            client=self.client, service=self.service, method=self.method, path=self.path,
+            body_size=body.size if body is not None else 0,
+            body_digest=body.digest_b64 if body is not None else "",
+            at=at, status=status,
+            error_code=(qualified_code(error, "ClientProxy" if self.side == "consumer"
+                                       else "ServerProxy") if error is not None else None),
+            reason=reason if reason is not None else (error.message if error else None),
+            body=stored, body_policy=policy, signed_document=signed_document,
+            signature=signature, peer=self.peer,
+            duration_ms=round((time.monotonic() - self.started) * 1000, 3)
             if direction == "response" else None,
-        }
-        if not _PLAIN_RECORD:
-            return MessageRecord(**fields)
-        # what MessageRecord(**fields) builds, without a frozen __setattr__ per field
-        record = object.__new__(MessageRecord)
-        record.__dict__.update(fields, kind="message")
-        return record
-
-
-# ``Trace.record`` fills a MessageRecord's ``__dict__`` in one go while MessageRecord is a
-# plain frozen dataclass (no slots, no __post_init__, exactly these fields); otherwise it
-# calls the constructor.
-_PLAIN_RECORD = (
-    "__slots__" not in MessageRecord.__dict__
-    and not hasattr(MessageRecord, "__post_init__")
-    and {f.name for f in dataclasses.fields(MessageRecord)} == {
-        "message_id", "direction", "side", "client", "service", "method", "path",
-        "body_size", "body_digest", "at", "status", "error_code", "reason", "body",
-        "body_policy", "signed_document", "signature", "peer", "duration_ms", "kind"}
-    and MessageRecord.__dataclass_fields__["kind"].default == "message"
-)
+        )
 
 
 async def send_body(request: web.BaseRequest, status: int, headers: list[tuple[str, str]],
