@@ -159,14 +159,6 @@ def peer_facts(request: web.BaseRequest) -> PeerFacts:
     return _read_peer_facts(transport)
 
 
-def peer_certificate_der(request: web.BaseRequest) -> bytes | None:
-    return peer_facts(request).cert_der
-
-
-def remote_address(request: web.BaseRequest) -> Address:
-    return peer_facts(request).address
-
-
 def check_request_head(request: web.BaseRequest, allowed_hosts: frozenset[str]) -> None:
     """Origin-form target only, a Host this node serves, no conflicting framing."""
     h.check_origin_form(request.raw_path)

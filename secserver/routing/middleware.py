@@ -1,6 +1,6 @@
 """Every error becomes an X-Road coded answer (REST JSON or SOAP fault): ``coded_error``
-for what a handler raises (the node's exchange ports call it; ``error_middleware`` is the
-same as an aiohttp middleware), ``CodedRequestHandler`` for HTTP-level failures.
+for what a handler raises (the node's exchange ports call it), ``CodedRequestHandler`` for
+HTTP-level failures.
 
 REST: ``{"type": CODE, "message": ..., "detail": ...}`` with a fitting status and
 ``X-Road-Error: CODE``. SOAP (a POST to ``/``): a SOAP 1.1 fault whose ``faultcode`` is
@@ -17,7 +17,6 @@ import uuid
 import structlog
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
-from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -35,7 +34,6 @@ from secserver.routing.soap import render_fault
 
 log = structlog.get_logger("secserver.routing")
 
-SIDE_KEY = web.AppKey("secserver-side", str)
 # X-Road headers known so far about a request, echoed on its error response
 CONTEXT = web.RequestKey("secserver-xroad", dict[str, str])
 
@@ -89,16 +87,6 @@ def coded_error(request: web.BaseRequest, exc: Exception, side: Side) -> web.Str
     failure = InternalError("an internal error occurred; the operator can find it in the "
                             "node's log", detail=f"reference {reference}")
     return error_response(request, failure, side)
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """``coded_error`` as an aiohttp middleware (the app's ``SIDE_KEY`` names the side)."""
-    side: Side = "ClientProxy" if request.app[SIDE_KEY] == "ClientProxy" else "ServerProxy"
-    try:
-        return await handler(request)
-    except Exception as exc:
-        return coded_error(request, exc, side)
 
 
 async def expect_continue(request: web.BaseRequest) -> None:

@@ -7,35 +7,21 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from lxml import etree
 
-from secserver.routing.errors import AccessDenied, InvalidXml
-from secserver.routing.middleware import (
-    CONTEXT,
-    SIDE_KEY,
-    error_middleware,
-    looks_like_soap_head,
-)
+from secserver.routing.errors import AccessDenied, InvalidXml, Side
+from secserver.routing.middleware import CONTEXT, coded_error, looks_like_soap_head
 from secserver.routing.soap import SOAP_ENV
 
 
-def app(side: str) -> web.Application:
-    application = web.Application()
-    application[SIDE_KEY] = side
-    return application
-
-
-async def run(request: web.Request, exc: BaseException) -> web.Response:
-    async def handler(_: web.Request) -> web.StreamResponse:
-        raise exc
-
-    response = await error_middleware(request, handler)
+def run(request: web.Request, exc: Exception, side: Side) -> web.Response:
+    response = coded_error(request, exc, side)
     assert isinstance(response, web.Response)
     return response
 
 
-async def test_rest_error_is_json_with_header_and_context() -> None:
-    request = make_mocked_request("GET", "/r1/a/b/c/d/e", app=app("ServerProxy"))
+def test_rest_error_is_json_with_header_and_context() -> None:
+    request = make_mocked_request("GET", "/r1/a/b/c/d/e")
     request[CONTEXT] = {"X-Road-Id": "m1"}
-    response = await run(request, AccessDenied("no right", detail="rule"))
+    response = run(request, AccessDenied("no right", detail="rule"), "ServerProxy")
     assert response.status == 403
     assert response.headers["X-Road-Error"] == "Server.ServerProxy.AccessDenied"
     assert response.headers["X-Road-Id"] == "m1"
@@ -44,9 +30,9 @@ async def test_rest_error_is_json_with_header_and_context() -> None:
         "type": "Server.ServerProxy.AccessDenied", "message": "no right", "detail": "rule"}
 
 
-async def test_soap_error_is_a_fault() -> None:
-    request = make_mocked_request("POST", "/", app=app("ClientProxy"))
-    response = await run(request, InvalidXml("bad xml"))
+def test_soap_error_is_a_fault() -> None:
+    request = make_mocked_request("POST", "/")
+    response = run(request, InvalidXml("bad xml"), "ClientProxy")
     assert response.status == 500
     assert response.headers["X-Road-Error"] == "Client.InvalidXml"
     assert response.body is not None
@@ -55,9 +41,9 @@ async def test_soap_error_is_a_fault() -> None:
         "Client.InvalidXml"
 
 
-async def test_unexpected_errors_leak_nothing() -> None:
-    request = make_mocked_request("GET", "/r1/x", app=app("ClientProxy"))
-    response = await run(request, RuntimeError("secret /etc/key at 10.0.0.7:5432"))
+def test_unexpected_errors_leak_nothing() -> None:
+    request = make_mocked_request("GET", "/r1/x")
+    response = run(request, RuntimeError("secret /etc/key at 10.0.0.7:5432"), "ClientProxy")
     assert response.status == 500
     assert response.headers["X-Road-Error"] == "Server.ClientProxy.InternalError"
     assert response.body is not None
@@ -66,9 +52,9 @@ async def test_unexpected_errors_leak_nothing() -> None:
     assert "reference" in json.loads(text)["detail"]
 
 
-async def test_http_exceptions_become_coded() -> None:
-    request = make_mocked_request("GET", "/nothing", app=app("ClientProxy"))
-    response = await run(request, web.HTTPNotFound())
+def test_http_exceptions_become_coded() -> None:
+    request = make_mocked_request("GET", "/nothing")
+    response = run(request, web.HTTPNotFound(), "ClientProxy")
     assert response.status == 404
     assert response.headers["X-Road-Error"] == "Client.InvalidRequest"
 
