@@ -182,41 +182,35 @@ class _Protocol(asyncio.Protocol):
 
     async def read_head(self, first: bool) -> bytes:
         """One response head without its final empty line."""
-        buffer = self.buffer
-        start = 0
-        while True:
-            end = buffer.find(b"\r\n\r\n", start)
-            if end >= 0:
-                if end > HEAD_LIMIT:
-                    raise Broken(f"response head longer than {HEAD_LIMIT} bytes")
-                head = bytes(buffer[:end])
-                del buffer[:end + 4]
-                return head
-            if len(buffer) > HEAD_LIMIT + 3:
-                raise Broken(f"response head longer than {HEAD_LIMIT} bytes")
-            start = max(0, len(buffer) - 3)
-            if not await self.fill():
-                if first and not buffer:
-                    raise StaleConnection
-                raise Broken("connection closed inside the response head")
+        return await self._read_until(b"\r\n\r\n", "response head", "the response head",
+                                      stale_if_nothing=first)
 
     async def read_line(self) -> bytes:
         """One CRLF-terminated line (chunk size, trailer) of at most ``HEAD_LIMIT``."""
+        return await self._read_until(b"\r\n", "chunked body line", "the chunked body")
+
+    async def _read_until(self, separator: bytes, what: str, inside: str, *,
+                          stale_if_nothing: bool = False) -> bytes:
+        """The bytes before ``separator`` (at most ``HEAD_LIMIT``), consumed with it.
+        ``stale_if_nothing``: a close before any byte is a ``StaleConnection``."""
         buffer = self.buffer
+        overlap = len(separator) - 1
         start = 0
         while True:
-            end = buffer.find(b"\r\n", start)
+            end = buffer.find(separator, start)
             if end >= 0:
                 if end > HEAD_LIMIT:
-                    raise Broken(f"chunked body line longer than {HEAD_LIMIT} bytes")
-                line = bytes(buffer[:end])
-                del buffer[:end + 2]
-                return line
-            if len(buffer) > HEAD_LIMIT + 1:
-                raise Broken(f"chunked body line longer than {HEAD_LIMIT} bytes")
-            start = max(0, len(buffer) - 1)
+                    raise Broken(f"{what} longer than {HEAD_LIMIT} bytes")
+                found = bytes(buffer[:end])
+                del buffer[:end + len(separator)]
+                return found
+            if len(buffer) > HEAD_LIMIT + overlap:
+                raise Broken(f"{what} longer than {HEAD_LIMIT} bytes")
+            start = max(0, len(buffer) - overlap)
             if not await self.fill():
-                raise Broken("connection closed inside the chunked body")
+                if stale_if_nothing and not buffer:
+                    raise StaleConnection
+                raise Broken(f"connection closed inside {inside}")
 
     async def read_exactly(self, length: int) -> bytes:
         """``length`` bytes at once (meant for small bodies)."""
