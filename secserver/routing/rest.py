@@ -32,7 +32,7 @@ REST_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 _QUERY_BAD = re.compile(r"[\x00-\x20#\\\x7f]")
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True)
 class ExchangeRequest:
     """What the exchange needs of one request, REST or SOAP.
 
@@ -52,16 +52,6 @@ class ExchangeRequest:
     user_id: str | None = None
     issue: str | None = None
     data_subject: str | None = None
-
-    def __init__(self, kind: Literal["rest", "soap"], client: ClientId, service: ServiceId,
-                 method: str, path: str, query: str, headers: tuple[tuple[str, str], ...],
-                 message_id: str | None = None, user_id: str | None = None,
-                 issue: str | None = None, data_subject: str | None = None) -> None:
-        # the dataclass's own __init__, with the fields set in one go (a frozen
-        # dataclass's generated __init__ sets each through object.__setattr__)
-        self.__dict__.update(kind=kind, client=client, service=service, method=method,
-                             path=path, query=query, headers=headers, message_id=message_id,
-                             user_id=user_id, issue=issue, data_subject=data_subject)
 
     @property
     def acl_path(self) -> str:

@@ -58,7 +58,7 @@ def batch_root_document(root: bytes, size: int) -> bytes:
     return f"secserver-batch-root: 1\nsize: {size}\nroot: {root.hex()}\n".encode("ascii")
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True)
 class BatchProof:
     """Where one signed document sits in a signed batch."""
 
@@ -66,20 +66,13 @@ class BatchProof:
     size: int
     path: tuple[bytes, ...]
 
-    def __init__(self, index: int, size: int, path: tuple[bytes, ...]) -> None:
-        # the generated __init__, with the fields set in one go (frozen: no __setattr__)
-        self.__dict__.update(index=index, size=size, path=path)
 
-
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True)
 class SignatureBlob:
     """A message signature: a CMS SignedData DER, with a batch proof when batched."""
 
     cms: bytes
     batch: BatchProof | None = None
-
-    def __init__(self, cms: bytes, batch: BatchProof | None = None) -> None:
-        self.__dict__.update(cms=cms, batch=batch)
 
     def to_bytes(self) -> bytes:
         if self.batch is None:
@@ -200,7 +193,7 @@ def _batch_fields(data: bytes) -> tuple[int, int, tuple[bytes, ...], bytes] | No
     return index, size, tuple(path), data[end:]
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True)
 class VerifiedMessage:
     """A verified message signature: who signed, with which certificate, when, how."""
 
@@ -208,11 +201,6 @@ class VerifiedMessage:
     certificate: x509.Certificate
     signing_time: datetime | None
     batch: BatchProof | None
-
-    def __init__(self, member: ClientId | None, certificate: x509.Certificate,
-                 signing_time: datetime | None, batch: BatchProof | None) -> None:
-        self.__dict__.update(member=member, certificate=certificate,
-                             signing_time=signing_time, batch=batch)
 
 
 def verify_message(document_bytes: bytes, signature_blob: bytes, trust: TrustStore,
@@ -228,13 +216,8 @@ def verify_message(document_bytes: bytes, signature_blob: bytes, trust: TrustSto
         member, certificate, signing_time = verify_single(signature_blob, document_bytes,
                                                           trust, now, expected_member)
         return VerifiedMessage(member, certificate, signing_time, None)
-    fast = _batch_fields(signature_blob)
-    if fast is not None:  # a batch signature in the layout this module writes
-        index, size, path, cms = fast
-        proof: BatchProof | None = BatchProof(index, size, path)
-    else:
-        blob = SignatureBlob._from_bytes_general(signature_blob)
-        cms, proof = blob.cms, blob.batch
+    blob = SignatureBlob.from_bytes(signature_blob)
+    cms, proof = blob.cms, blob.batch
     if proof is None:
         content = document_bytes
     else:
