@@ -112,9 +112,7 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         self.answered = True
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
         if len(self.buffer) > HIGH_WATER and not self.reading_paused \
                 and self.transport is not None:
             self.reading_paused = True
@@ -422,7 +420,7 @@ class ConnectionPool:
             connection = idle.pop()
             protocol = connection.protocol
             if now - connection.last_used < self._idle_timeout and not protocol.eof \
-                    and not protocol.buffer and not protocol.expired:
+                    and not surplus(protocol) and not protocol.expired:
                 return connection
             connection.close()
         return None
@@ -501,7 +499,7 @@ async def exchange(connection: Connection, method: str, target: str, host_header
             raise Broken(f"unexpected status {status}")
         response_body, ends_connection = await read_body(protocol, head, method, limits,
                                                          failures)
-        reusable = head.keep and not ends_connection and not protocol.buffer \
+        reusable = head.keep and not ends_connection and not surplus(protocol) \
             and not protocol.eof
         return Response(status, head.headers, response_body), reusable
     except (ConnectionResetError, BrokenPipeError) as exc:
