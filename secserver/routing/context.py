@@ -87,17 +87,13 @@ async def read_request_body(request: web.BaseRequest, limits: LimitsSection,
     memory up to ``spool_threshold_bytes``, else spooled to a file in ``spool_dir``.
 
     A body that has already arrived whole (a small one usually comes with its head) is
-    taken without arming the deadline's timer (``spool_buffered`` when it is above the
-    threshold or the limit); any other body streams through ``spool``."""
+    taken by ``spool_buffered``, without arming the deadline's timer; any other body
+    streams through ``spool``."""
     precheck_length(request, limits)
     max_bytes, what = body_limit(request, limits)
     content = request.content
     if content.is_eof() and content.exception() is None:
-        data = content.read_nowait()
-        if len(data) <= max_bytes and len(data) <= limits.spool_threshold_bytes:
-            return SpooledBody.from_bytes(data)
-        # too large, or to be spooled to disk
-        return spool_buffered(data, max_bytes=max_bytes,
+        return spool_buffered(content.read_nowait(), max_bytes=max_bytes,
                               threshold=limits.spool_threshold_bytes, spool_dir=spool_dir,
                               what=what)
     try:
