@@ -7,8 +7,9 @@
 * admin port (loopback only): ``GET /healthz`` with database, log and TSA state.
 
 Start: database upgrade (unless ``[database] auto_upgrade = false``), registry snapshot,
-message log, replay store, keys, then the listeners. Stop (SIGTERM/SIGINT): stop accepting,
-drain the requests in flight, then flush the log (final checkpoint), then exit.
+message log (it also stores the replay reservations), keys, then the listeners. Stop
+(SIGTERM/SIGINT): stop accepting, drain the requests in flight, then flush the log (final
+checkpoint), then exit.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from secserver.aio import cancel_and_wait
 from secserver.audit.writer import LogWriter
 from secserver.config import NodeConfig, read_secret
 from secserver.db import migrate
-from secserver.db.engine import is_sqlite, make_async_engine
+from secserver.db.engine import make_async_engine
 from secserver.errors import ConfigError
 from secserver.routing import consumer, provider
 from secserver.routing.backend import BackendClient
@@ -314,23 +315,16 @@ class Node:
                                    subject_key=subject_key)
         await registry.start()
         writer = LogWriter(config, engine=self.engine)
-        replay_engine = self.engine
-        if is_sqlite(config.database_url):
-            # its own file: replay commits must not queue behind the log's write lock
-            replay_url = f"sqlite:///{config.node.data_dir / 'replay.db'}"
-            await asyncio.to_thread(migrate.upgrade, replay_url)
-            replay_engine = make_async_engine(replay_url)
-            self._closers.append(replay_engine.dispose)
-        # ids outlive the accepted signing age by the allowed clock skew (no replay of a
-        # request signed ahead of this node's clock once its id was pruned)
-        replay = ReplayGuard(replay_engine, window=replay_retention(REPLAY_WINDOW))
-        await replay.start()
+        # reservations commit with the request's log record (one transaction); ids outlive
+        # the accepted signing age by the allowed clock skew (no replay of a request signed
+        # ahead of this node's clock once its id was pruned)
+        replay = ReplayGuard(writer, window=replay_retention(REPLAY_WINDOW))
         peers = PeerPool(peer_tls_context(server_cert, server_key, password, cas),
                          idle_timeout=max(1.0, config.limits.header_timeout / 2))
         backend = BackendClient(idle_timeout=4.0)
         # closed in reverse order, after the listeners have drained
-        self._closers += [backend.close, peers.close, signer.close, replay.stop,
-                          writer.stop, registry.stop]
+        self._closers += [backend.close, peers.close, signer.close, writer.stop,
+                          registry.stop]
         spool_dir = config.node.data_dir / "spool"
         spool_dir.mkdir(parents=True, exist_ok=True)
         self._writer = writer

@@ -15,6 +15,18 @@ moment with ``LoggingFailed`` (fail closed) and turns health red; the next appen
 again. New admin events are read on that thread too; the chain head (at start and after
 a failure) is read through the asyncio engine.
 
+The provider's replay reservations ride along (``append_reserving``, used by
+``secserver.routing.replay.ReplayGuard``): a batch's reservations are inserted into
+``exchange_seen_messages`` (node's main database, migration 0003) in the same transaction
+as its records, with ``INSERT ... ON CONFLICT DO NOTHING RETURNING``; a reservation whose
+row was not inserted (the id is already there: another node sharing the database, or
+before a restart) is answered "not new" while its record and the rest of the batch commit
+as usual. One durable commit, one thread hand-off for both. On PostgreSQL a batch of up
+to ``PG_MULTIROW_MAX`` records stays one autocommit statement (a data-modifying ``WITH``:
+reservations, then records); larger batches and SQLite run the two statements in one
+transaction. ``prune_reservations`` deletes old reservations on the same thread, after
+the next batch.
+
 The same task closes a batch with a checkpoint every ``[log] checkpoint_interval`` seconds
 or ``[log] checkpoint_records`` records (never an empty one), signed with the node's log
 key. Task ``log-timestamper`` gets an RFC 3161 token for each checkpoint, oldest first, over
@@ -37,6 +49,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+import sqlalchemy as sa
 import structlog
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -66,8 +79,8 @@ from secserver.audit.store import (
     untimestamped_checkpoints,
 )
 from secserver.config import NodeConfig, read_secret
-from secserver.db.committer import BatchGather, CommitThread, plain_url
-from secserver.db.engine import make_async_engine
+from secserver.db.committer import PG_MULTIROW_MAX, BatchGather, CommitThread, plain_url
+from secserver.db.engine import is_sqlite, make_async_engine
 from secserver.errors import SecServerError
 from secserver.signing.errors import TimestampUnavailable
 from secserver.signing.keys import load_certificate
@@ -88,6 +101,19 @@ TIMESTAMP_COLUMNS = ("node_id", "checkpoint_seq", "token", "at")
 ADMIN_GAP_WAIT = 5.0  # seconds to wait for a missing admin_events id (uncommitted insert)
 ENCRYPT_IN_THREAD = 256 * 1024
 
+_metadata = sa.MetaData()
+seen_messages = sa.Table(
+    "exchange_seen_messages", _metadata,
+    sa.Column("client", sa.String(400), primary_key=True),
+    sa.Column("message_id", sa.String(128), primary_key=True),
+    sa.Column("seen_at", sa.Float(), nullable=False),
+)
+"""The provider's replay reservations (created by migration 0003), written with the log."""
+SEEN_COLUMNS = ("client", "message_id", "seen_at")
+
+Reservation = tuple[str, str, float]
+"""``(client, message_id, seen_at)``: a row of ``exchange_seen_messages``."""
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -98,6 +124,9 @@ class _Queued:
     record: Record
     evidence: Evidence
     future: asyncio.Future[int]
+    reservation: Reservation | None = None
+    fresh: bool = True
+    """Set by the commit: the reservation's row was inserted (the id was new)."""
 
 
 def default_signer(config: NodeConfig,
@@ -155,6 +184,14 @@ class LogWriter:
         self._db: CommitThread | None = None
         self._record_sql = ""
         self._timestamp_sql = ""
+        self._seen_sql = ""
+        self._sqlite = True
+        self._prune_sql = ""
+        self._prune_before: float | None = None
+        self.reservations = 0
+        """Replay reservations committed so far."""
+        self.refused = 0
+        """Of those, ids that were already in the database (replays)."""
         self._signer = signer
         self._timestamper: Timestamper | None = None
         self._ts_client: TimestampClient | None = None
@@ -222,9 +259,14 @@ class LogWriter:
                                 "is the database reachable and upgraded "
                                 "(secserver db upgrade)?") from exc
         self._apply_state(state)
-        self._db = CommitThread(plain_url(self._engine), name="log-writer-db")
+        url = plain_url(self._engine)
+        self._sqlite = is_sqlite(url)
+        self._db = CommitThread(url, name="log-writer-db")
         self._record_sql = self._db.insert_sql(log_records, RECORD_COLUMNS)
         self._timestamp_sql = self._db.insert_sql(log_timestamps, TIMESTAMP_COLUMNS)
+        self._seen_sql = self._db.insert_sql(seen_messages, SEEN_COLUMNS)
+        self._prune_sql = (f"DELETE FROM {seen_messages.name} WHERE seen_at < "  # noqa: S608
+                           f"{self._db.placeholder}")  # (the driver's marker)
         self._db.start()
         self._last_cp_time = time.monotonic()
         self._running = True
@@ -286,7 +328,8 @@ class LogWriter:
             await self._engine.dispose()
         log.info("log writer stopped", node=self._node, head_seq=self._head_seq,
                  batches=self._gather.batches, records=self._gather.records,
-                 gather_iterations=self._gather.iterations)
+                 gather_iterations=self._gather.iterations,
+                 reservations=self.reservations, refused=self.refused)
 
     # -- the interface the proxy uses --------------------------------------------------
 
@@ -299,6 +342,30 @@ class LogWriter:
             raise LoggingFailed("the message log is not running")
         evidence = await self._evidence(record)
         return await self._enqueue(record, evidence)
+
+    async def append_reserving(self, record: Record, client: str, message_id: str,
+                               seen_at: float) -> tuple[int, bool]:
+        """Append ``record`` and, in the same transaction, reserve ``(client, message_id)``
+        in ``exchange_seen_messages``; return the record's seq and whether the id was new.
+
+        The record is committed whether or not the id was new (a replay is logged too), and
+        a reservation that is not new fails nothing else in its batch. Raises
+        ``LoggingFailed`` when the transaction failed: then neither was stored.
+        """
+        if not self._running:
+            raise LoggingFailed("the message log is not running")
+        evidence = await self._evidence(record)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        item = _Queued(record, evidence, future, (client, message_id, seen_at))
+        self._queue.append(item)
+        self._wake.set()
+        seq = await future
+        return seq, item.fresh
+
+    def prune_reservations(self, before: float) -> None:
+        """Delete reservations seen before ``before`` (on the database thread, after the
+        next batch; a failure is logged and tried again at the next prune)."""
+        self._prune_before = before
 
     def check_accepting(self, now: datetime) -> None:
         """Raise when the node must refuse new messages: the log is not running
@@ -438,6 +505,8 @@ class LogWriter:
                 del self._queue[:self._max_batch]
                 await self._commit(batch)
                 self._gather.committed(len(batch), len(self._queue))
+                if self._prune_before is not None:
+                    await self._prune_reservations()
             if self._checkpoint_due() or (self._closing and not self._queue
                                           and self._pending_hashes):
                 await self._write_checkpoint()
@@ -482,7 +551,12 @@ class LogWriter:
                                  item.evidence.stored_body, None, None))
                 hashes.append(digest)
                 prev = digest
-            await self._db.executemany(self._record_sql, rows)
+            reservations = [item.reservation for item in batch if item.reservation]
+            inserted: list[Any] = []
+            if reservations:
+                inserted = await self._insert_reserving(rows, reservations)
+            else:
+                await self._db.executemany(self._record_sql, rows)
         except Exception as exc:
             message = self._fail("cannot commit log records", exc)
             failed = batch + self._queue  # fail closed: nothing queued now may succeed later
@@ -495,10 +569,61 @@ class LogWriter:
         self._head_seq, self._head_hash = seq, prev
         self._pending_hashes.extend(hashes)
         self._last_error = None
+        if reservations:
+            self.reservations += len(reservations)
+            new = {(str(client), str(message_id)) for client, message_id in inserted}
+            for item in batch:
+                if item.reservation is not None:
+                    key = item.reservation[:2]
+                    # a key twice in one batch: one row, so only the first one is new
+                    item.fresh = key in new
+                    new.discard(key)
+                    self.refused += not item.fresh
         first = seq - len(batch) + 1
         for offset, item in enumerate(batch):
             if not item.future.done():
                 item.future.set_result(first + offset)
+
+    def _insert_reserving(self, rows: list[tuple[Any, ...]],
+                          reservations: list[Reservation]) -> asyncio.Future[list[Any]]:
+        """Insert the records and the reservations in one transaction; the future gives
+        the ``(client, message_id)`` of the reservations that were inserted."""
+        assert self._db is not None
+        head, group = self._seen_sql.rsplit(" VALUES ", 1)
+        seen_sql = (f"{head} VALUES {', '.join([group] * len(reservations))} "
+                    "ON CONFLICT DO NOTHING RETURNING client, message_id")
+        seen_values = [value for reservation in reservations for value in reservation]
+        if not self._sqlite and len(rows) <= PG_MULTIROW_MAX:
+            # PostgreSQL: one autocommit statement (one round trip, no BEGIN/COMMIT); the
+            # data-modifying WITH parts run exactly once whatever the SELECT reads
+            head, group = self._record_sql.rsplit(" VALUES ", 1)
+            statement = (f"WITH seen AS ({seen_sql}), logged AS ({head} VALUES "  # noqa: S608
+                         f"{', '.join([group] * len(rows))}) SELECT client, message_id "
+                         "FROM seen")
+            values = seen_values + [value for row in rows for value in row]
+
+            def one(cursor: Any) -> list[Any]:
+                cursor.execute(statement, values)
+                return list(cursor.fetchall())
+
+            return self._db.run(one, single_statement=True)
+        record_sql = self._record_sql
+
+        def both(cursor: Any) -> list[Any]:  # SQLite, or a larger PostgreSQL batch
+            cursor.executemany(record_sql, rows)
+            cursor.execute(seen_sql, seen_values)
+            return list(cursor.fetchall())
+
+        return self._db.run(both)
+
+    async def _prune_reservations(self) -> None:
+        assert self._db is not None and self._prune_before is not None
+        before, self._prune_before = self._prune_before, None
+        try:
+            await self._db.execute(self._prune_sql, (before,))
+        except Exception as exc:
+            log.warning("cannot prune old replay reservations", node=self._node,
+                        error=f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
 
     async def _write_checkpoint(self) -> None:
         assert self._db is not None and self._signer is not None

@@ -11,11 +11,8 @@ and returned. Refused and failed exchanges are logged too.
 
 from __future__ import annotations
 
-import asyncio
 import binascii
-import contextlib
 import time
-from collections.abc import Awaitable
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -136,11 +133,12 @@ async def _serve(request: web.BaseRequest, node: ExchangeNode, peer: ServerEntry
                       exchange.path, exchange.data_subject, now)
     if not decision.allowed:
         raise AccessDenied(f"access denied: {decision.reason}")
-    durable = node.replay.reserve(trace.client, exchange.message_id, time.time())
-    logged = node.append_log(trace.record("request", at=now, body=body,
-                                          reason=decision.reason, signed_document=document,
-                                          signature=signature, body_policy=service.log_body))
-    await _replay_and_log(durable, logged)
+    # one commit for the request record and the id's reservation, before the backend
+    await node.replay.log_request(
+        trace.record("request", at=now, body=body, reason=decision.reason,
+                     signed_document=document, signature=signature,
+                     body_policy=service.log_body),
+        trace.client, exchange.message_id, time.time())
     headers = list(exchange.headers)
     headers += [(h.X_CLIENT, trace.client), (h.X_ID, exchange.message_id)]
     url = service.backend_url if exchange.kind == "soap" \
@@ -158,24 +156,6 @@ async def _serve(request: web.BaseRequest, node: ExchangeNode, peer: ServerEntry
                              service.log_body)
     finally:
         response.body.close()
-
-
-async def _replay_and_log(durable: Awaitable[None], logged: Awaitable[int]) -> None:
-    """Await the replay store's check and the request's log record, which run side by
-    side; both have ended when this returns or raises, and a replay is refused even if
-    logging failed (``asyncio.gather`` with ``return_exceptions``, replay first, with one
-    task less)."""
-    logging = asyncio.ensure_future(logged)
-    try:
-        await durable
-    except asyncio.CancelledError:
-        logging.cancel()
-        raise
-    except Exception:
-        with contextlib.suppress(Exception):
-            await logging  # the replay decides the answer whatever the log said
-        raise
-    await logging
 
 
 def _check_soap_response(node: ExchangeNode, exchange: ExchangeRequest,

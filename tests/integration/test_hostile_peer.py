@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import ssl
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -19,7 +21,9 @@ from exchange_harness import (
     Exchange,
     exchange_fixture,  # noqa: F401
 )
+from sqlalchemy import text
 
+from secserver.db.engine import make_engine
 from secserver.routing import documents
 from secserver.routing import headers as h
 from secserver.routing.body import SpooledBody
@@ -173,15 +177,43 @@ async def test_replayed_message_id_is_refused(exchange: Exchange) -> None:
     assert second.status == 409
 
 
-async def test_replay_is_refused_after_provider_restart(exchange: Exchange) -> None:
+def provider_records(exchange: Exchange, message_id: str) -> list[tuple[str, str]]:
+    """(direction, error code) of the provider's log records of one message, in order."""
+    config = exchange.config(exchange.layout.otta)
+    engine = make_engine(config.database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT content FROM log_records WHERE node_id = :node AND message_id = :id "
+                "ORDER BY seq"), {"node": str(config.node.server_id), "id": message_id}).all()
+    finally:
+        engine.dispose()
+    fields = [dict(line.split(": ", 1) for line in bytes(c).decode().splitlines()
+                   if ": " in line) for (c,) in rows]
+    return [(f["direction"], f["error-code"]) for f in fields]
+
+
+@pytest.mark.parametrize("how", ["restart", "kill -9"])
+async def test_replay_is_refused_after_provider_restart(exchange: Exchange, how: str) -> None:
     message_id = str(uuid.uuid4())
     async with Peer(exchange) as peer:
         first = await peer.send("GET", exchange.rest_target(ECHO), message_id=message_id)
     assert first.status == 200
-    exchange.restart_provider()
+    if how == "restart":
+        exchange.restart_provider()
+    else:  # the reservation was committed with the request record, before the backend
+        assert exchange.provider is not None
+        os.kill(exchange.provider.process.pid, signal.SIGKILL)
+        exchange.provider.process.wait(10)
+        exchange.provider = exchange.start_node(exchange.layout.otta)
     async with Peer(exchange) as peer:
         again = await peer.send("GET", exchange.rest_target(ECHO), message_id=message_id)
     assert code_of(again) == "Server.ServerProxy.DuplicateMessageId"
+    # known from the database (memory was lost): the replayed request is logged, then
+    # its refusal
+    assert provider_records(exchange, message_id) == [
+        ("request", ""), ("response", ""), ("request", ""),
+        ("response", "Server.ServerProxy.DuplicateMessageId")]
 
 
 async def test_old_signing_time_is_refused(exchange: Exchange) -> None:

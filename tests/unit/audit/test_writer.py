@@ -7,6 +7,7 @@ import asyncio
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -248,3 +249,88 @@ async def test_batches_grow_under_concurrent_appends(migrated_url: str, tmp_path
     assert batches <= len(records) // GATHER_ROUNDS + 2, f"{batches} batches"
     assert sorted(seqs) == list(range(seqs[0], seqs[0] + len(records)))
     assert verify_node_log(config).ok
+
+
+def seen_ids(url: str) -> dict[str, float]:
+    return {str(m): float(at) for m, at in db_rows(
+        url, "SELECT message_id, seen_at FROM exchange_seen_messages")}
+
+
+@pytest.mark.parametrize("count", [10, 40])  # PostgreSQL: one statement / a transaction
+async def test_reservations_get_the_verdict_of_their_own_row(
+        migrated_url: str, tmp_path: Path, pki: Path, count: int) -> None:
+    config = node_config(tmp_path, migrated_url, pki)
+    known = {0, 7, count // 2, count - 1}  # another node (or an earlier run) saw these
+    for n in sorted(known):
+        db_rows(migrated_url, "INSERT INTO exchange_seen_messages (client, message_id, "
+                "seen_at) VALUES ('C/1', :m, 1.0)", m=f"r{n}")
+    writer = LogWriter(config)
+    await writer.start()
+    signers = MemberSigners(pki)
+    try:
+        before = writer.health()["batches"]
+        results: list[Any] = await asyncio.gather(
+            *(writer.append_reserving(sample_message(signers, n), "C/1", f"r{n}", 50.0 + n)
+              for n in range(count)),
+            writer.append(sample_message(signers, 1000)),  # no reservation, same batch
+            writer.append_reserving(sample_message(signers, 1001), "C/1", "r1", 99.0))
+        assert writer.health()["batches"] - before == 1  # all in one transaction
+    finally:
+        await writer.stop()
+    verdicts = [new for _seq, new in results[:count]]
+    assert verdicts == [n not in known for n in range(count)]
+    # r1 twice in one batch: one row, so only its first reservation is new
+    assert results[-1][1] is False
+    seqs = [s for s, _new in results[:count]] + [results[count], results[-1][0]]
+    assert sorted(seqs) == list(range(seqs[0], seqs[0] + count + 2))  # every record logged
+    seen = seen_ids(migrated_url)
+    assert sorted(seen) == sorted(f"r{n}" for n in range(count))
+    assert {m: at for m, at in seen.items() if at == 1.0} == {f"r{n}": 1.0 for n in known}
+    assert seen["r1"] == 51.0  # the first reservation's row, not the duplicate's
+    assert (writer.reservations, writer.refused) == (count + 1, len(known) + 1)
+    assert verify_node_log(config).ok
+
+
+@pytest.mark.parametrize("away", ["exchange_seen_messages", "log_records"])
+async def test_a_failed_commit_fails_every_record_and_reservation(
+        migrated_url: str, tmp_path: Path, pki: Path, away: str) -> None:
+    config = node_config(tmp_path, migrated_url, pki)
+    writer = LogWriter(config)
+    await writer.start()
+    signers = MemberSigners(pki)
+    try:
+        await writer.append_reserving(sample_message(signers, 1), "C/1", "ok", 10.0)
+        db_rows(migrated_url, f"ALTER TABLE {away} RENAME TO moved_away")
+        try:
+            results = await asyncio.gather(
+                writer.append_reserving(sample_message(signers, 2), "C/1", "lost", 11.0),
+                writer.append(sample_message(signers, 3)),
+                writer.append_reserving(sample_message(signers, 4), "C/1", "ok", 11.0),
+                return_exceptions=True)
+            assert all(isinstance(r, LoggingFailed) for r in results), results
+        finally:
+            db_rows(migrated_url, f"ALTER TABLE moved_away RENAME TO {away}")
+        assert seen_ids(migrated_url) == {"ok": 10.0}  # nothing of the failed batch
+        # nothing was stored, so the id is new next time
+        seq, new = await writer.append_reserving(sample_message(signers, 5), "C/1", "lost",
+                                                 12.0)
+        assert new and seq == 3  # start record, "ok"; the failed batch took no seq
+    finally:
+        await writer.stop()
+    assert verify_node_log(config).ok
+
+
+async def test_old_reservations_are_pruned_on_the_writer_thread(
+        migrated_url: str, tmp_path: Path, pki: Path) -> None:
+    writer = LogWriter(node_config(tmp_path, migrated_url, pki))
+    await writer.start()
+    signers = MemberSigners(pki)
+    try:
+        for n, at in enumerate((10.0, 20.0, 30.0)):
+            await writer.append_reserving(sample_message(signers, n), "C/1", f"p{n}", at)
+        writer.prune_reservations(20.0)  # done after the next batch
+        assert len(seen_ids(migrated_url)) == 3
+        await writer.append(sample_message(signers, 9))
+        await wait_for(lambda: sorted(seen_ids(migrated_url)) == ["p1", "p2"], timeout=10)
+    finally:
+        await writer.stop()
