@@ -13,6 +13,14 @@ On PostgreSQL the connection is in autocommit mode: a job that is one statement
 ``INSERT ... VALUES``, sent as one multi-row statement) is its own transaction and costs
 one round trip to the server; other jobs run between ``BEGIN`` and ``COMMIT``.
 
+On SQLite, a job submitted while the thread is idle and no group commit of the process
+saw concurrency at its last commit (``BatchGather``: low load) runs in the event loop
+itself instead, on the same connection (``run``: an inline commit). At concurrency 1 that
+saves both hand-offs (about 40 µs of CPU, six context switches and 0.2 ms of wall time per
+commit here) for blocking the loop during one commit, which it would spend waiting for that
+commit anyway; once concurrency shows, jobs go to the thread again and the loop serves
+other requests while they commit. Never on PostgreSQL (a round trip to another process).
+
 Jobs run one at a time in the order they were submitted, so commit order is submission
 order. A job's future gets its result only once its transaction has committed (durably:
 SQLite ``synchronous=FULL``, PostgreSQL's default ``synchronous_commit``). A job that
@@ -42,6 +50,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -121,6 +130,10 @@ class BatchGather:
         self.batches += 1
         self.records += size
         self._busy = size > 1 or waiting > 0
+        if self._busy:
+            _BUSY_GATHERS.add(self)
+        else:
+            _BUSY_GATHERS.discard(self)
 
     async def gather(self, waiting: Callable[[], int]) -> int:
         """Yield iterations as described above; return how many."""
@@ -134,6 +147,15 @@ class BatchGather:
             seen = waiting()
         self.iterations += rounds
         return rounds
+
+
+_BUSY_GATHERS: weakref.WeakSet[BatchGather] = weakref.WeakSet()
+"""The gathers of this process whose last commit showed concurrency."""
+
+
+def concurrency_seen() -> bool:
+    """Some group commit of this process saw concurrency at its last commit."""
+    return bool(_BUSY_GATHERS)
 
 
 class _Item(Generic[T]):
@@ -157,18 +179,26 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 class CommitThread:
     """One connection, one thread, jobs committed in order (see the module docstring)."""
 
-    def __init__(self, url: str, *, name: str) -> None:
+    def __init__(self, url: str, *, name: str, inline: bool | None = None) -> None:
+        """``inline``: run a job in the event loop when that is cheaper (see ``run``);
+        default: on SQLite only."""
         self._url = make_url(url).render_as_string(hide_password=False)
         self._name = name
         self._sqlite = is_sqlite(url)
+        self._inline = self._sqlite if inline is None else inline
         self._jobs: queue.SimpleQueue[_Item[Any] | None] = queue.SimpleQueue()
         self._engine: Engine | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._closing = False
+        self._raw: Any = None  # the connection: used by the thread while jobs are queued
+        self._queued = 0  # jobs handed to the thread and not yet settled (event loop only)
+        self._integrity_error: type[BaseException] = Exception
         self.commits = 0
         """Transactions committed so far (read from the event loop: a plain int)."""
+        self.inline_commits = 0
+        """Of those, committed in the event loop itself (see ``run``)."""
 
     @property
     def placeholder(self) -> str:
@@ -194,7 +224,7 @@ class CommitThread:
         self._loop = asyncio.get_running_loop()
         self._stopped = self._loop.create_future()
         self._closing = False
-        self._require_engine()
+        self._integrity_error = self._require_engine().dialect.loaded_dbapi.IntegrityError
         self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
         self._thread.start()
 
@@ -202,12 +232,32 @@ class CommitThread:
         """Queue ``job``; the future resolves once its transaction has committed.
 
         ``single_statement``: the job runs exactly one statement, which is atomic on its
-        own (no ``BEGIN``/``COMMIT`` round trips on PostgreSQL)."""
+        own (no ``BEGIN``/``COMMIT`` round trips on PostgreSQL).
+
+        Inline commit: when the thread is idle (nothing queued or running), its connection
+        is open, and no group commit of this process saw concurrency at its last commit
+        (``BatchGather.busy``: low load), the job runs here in the event loop instead, and
+        the future is already settled when ``run`` returns. That saves the two thread
+        hand-offs of a commit (queue put, futex wake-up and GIL transfer; the loop's
+        wake-up by ``call_soon_threadsafe``) and blocks the loop for one commit (its fsync
+        included), which it would otherwise spend waiting for this very commit; as soon as
+        a batch holds more than one record, or records arrive while one commits, jobs go
+        to the thread again and the loop keeps serving while they commit. Same
+        connection, same order, same durability and failure handling either way."""
         if self._loop is None or self._closing or self._thread is None \
                 or not self._thread.is_alive():
             raise DatabaseWriteError(f"{self._name}: the database thread is not running")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put(_Item(job, future, single_statement))
+        item = _Item(job, future, single_statement)
+        if self._inline and not self._queued and self._raw is not None \
+                and not _BUSY_GATHERS:
+            result, error = self._execute(item)
+            if error is None:
+                self.inline_commits += 1
+            _settle(future, result, error)
+            return future
+        self._queued += 1
+        self._jobs.put(item)
         return future
 
     def execute(self, sql: str, parameters: Sequence[Any]) -> asyncio.Future[None]:
@@ -251,55 +301,68 @@ class CommitThread:
             self._engine = make_engine(self._url, poolclass=NullPool)
         return self._engine
 
-    def _reply(self, future: asyncio.Future[Any], result: Any,
+    def _reply(self, item: _Item[Any] | None, result: Any,
                error: BaseException | None) -> None:
+        """From the thread: settle ``item`` (None: the stop future) in the event loop."""
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-            self._loop.call_soon_threadsafe(_settle, future, result, error)
+            self._loop.call_soon_threadsafe(self._settle_item, item, result, error)
+
+    def _settle_item(self, item: _Item[Any] | None, result: Any,
+                     error: BaseException | None) -> None:
+        if item is None:
+            if self._stopped is not None:
+                _settle(self._stopped, None, None)
+            return
+        self._queued -= 1
+        _settle(item.future, result, error)
+
+    def _execute(self, item: _Item[Any]) -> tuple[Any, BaseException | None]:
+        """Run one job in its transaction on the connection (opened if needed); return
+        its result, or the ``DatabaseWriteError`` after rolling back."""
+        try:
+            raw: Any = self._raw
+            if raw is None:
+                raw = self._raw = self._require_engine().raw_connection()
+                if not self._sqlite:
+                    raw.dbapi_connection.autocommit = True
+            connection = raw.dbapi_connection
+            cursor = connection.cursor()
+            try:
+                if self._sqlite:
+                    result = item.job(cursor)
+                    connection.commit()
+                elif item.single:
+                    result = item.job(cursor)  # autocommit: durable once it returns
+                else:
+                    with connection.transaction():
+                        result = item.job(cursor)
+            finally:
+                cursor.close()
+        except Exception as exc:
+            self._raw = self._rolled_back(self._raw)
+            error = DatabaseWriteError(f"{type(exc).__name__}: {exc}",
+                                       integrity=isinstance(exc, self._integrity_error))
+            error.__cause__ = exc
+            return None, error
+        self.commits += 1
+        return result, None
 
     def _serve(self) -> None:
-        raw: Any = None
         try:
-            engine = self._require_engine()
-            integrity_error: type[BaseException] = engine.dialect.loaded_dbapi.IntegrityError
             while True:
                 item = self._jobs.get()
                 if item is None:
                     return
-                try:
-                    if raw is None:
-                        raw = engine.raw_connection()
-                        if not self._sqlite:
-                            raw.dbapi_connection.autocommit = True
-                    connection = raw.dbapi_connection
-                    cursor = connection.cursor()
-                    try:
-                        if self._sqlite:
-                            result = item.job(cursor)
-                            connection.commit()
-                        elif item.single:
-                            result = item.job(cursor)  # autocommit: durable once it returns
-                        else:
-                            with connection.transaction():
-                                result = item.job(cursor)
-                    finally:
-                        cursor.close()
-                except Exception as exc:
-                    raw = self._rolled_back(raw)
-                    error = DatabaseWriteError(f"{type(exc).__name__}: {exc}",
-                                               integrity=isinstance(exc, integrity_error))
-                    error.__cause__ = exc
-                    self._reply(item.future, None, error)
-                    continue
-                self.commits += 1
-                self._reply(item.future, result, None)
+                result, error = self._execute(item)
+                self._reply(item, result, error)
         finally:
-            if raw is not None:
+            if self._raw is not None:
                 with contextlib.suppress(Exception):
-                    raw.close()
+                    self._raw.close()
+                self._raw = None
             self._fail_queued()
-            if self._stopped is not None:
-                self._reply(self._stopped, None, None)
+            self._reply(None, None, None)
 
     @staticmethod
     def _rolled_back(raw: Any) -> Any:
@@ -323,5 +386,5 @@ class CommitThread:
             except queue.Empty:
                 return
             if item is not None:
-                self._reply(item.future, None, DatabaseWriteError(
+                self._reply(item, None, DatabaseWriteError(
                     f"{self._name}: the database thread stopped before this write"))

@@ -4,6 +4,8 @@ transaction each, failures roll back and the next job goes on, stop runs what is
 from __future__ import annotations
 
 import asyncio
+import gc
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from secserver.db.committer import (
     BatchGather,
     CommitThread,
     DatabaseWriteError,
+    concurrency_seen,
 )
 from secserver.db.engine import make_engine
 from secserver.routing.replay import seen_messages
@@ -180,3 +183,116 @@ async def test_gather_ends_when_the_batch_is_full() -> None:
     full.committed(3, 3)
     assert await full.gather(lambda: len(queued)) == 0  # already full: no wait at all
     await task
+
+
+def sqlite_only(url: str) -> None:
+    if not url.startswith("sqlite"):
+        pytest.skip("inline commits are for SQLite only")
+
+
+async def test_an_idle_sqlite_committer_commits_in_the_event_loop(migrated_url: str) -> None:
+    db = CommitThread(migrated_url, name="test-db")
+    db.start()
+    try:
+        sql = db.insert_sql(seen_messages, COLUMNS)
+        await db.execute(sql, ("C", "first", 1.0))  # opens the connection on the thread
+        assert db.inline_commits == 0
+        future = db.executemany(sql, [("C", "second", 2.0), ("C", "third", 3.0)])
+        if not migrated_url.startswith("sqlite"):  # never on PostgreSQL
+            assert not future.done()
+            await future
+            assert db.inline_commits == 0
+            return
+        assert future.done() and future.result() is None  # settled before run returned
+        # durable and visible to another connection without a single await in between
+        assert stored(migrated_url) == [("first", 1.0), ("second", 2.0), ("third", 3.0)]
+        assert (db.commits, db.inline_commits) == (2, 1)
+    finally:
+        await db.stop()
+
+
+async def test_a_failing_inline_commit_fails_closed_and_the_next_job_goes_on(
+        migrated_url: str) -> None:
+    sqlite_only(migrated_url)
+    db = CommitThread(migrated_url, name="test-db")
+    db.start()
+    try:
+        sql = db.insert_sql(seen_messages, COLUMNS)
+        await db.execute(sql, ("C", "one", 1.0))
+        duplicate = db.executemany(sql, [("C", "two", 2.0), ("C", "one", 3.0)])
+        assert duplicate.done()
+        with pytest.raises(DatabaseWriteError) as refused:
+            await duplicate
+        assert refused.value.integrity
+
+        def half_then_raise(cursor: Any) -> None:
+            cursor.execute(sql, ("C", "half", 4.0))
+            raise ValueError("the job broke")
+
+        with pytest.raises(DatabaseWriteError, match="ValueError: the job broke") as broke:
+            await db.run(half_then_raise)
+        assert not broke.value.integrity
+        later = db.execute(sql, ("C", "three", 5.0))
+        assert later.done()
+        await later
+        assert stored(migrated_url) == [("one", 1.0), ("three", 5.0)]  # nothing half done
+        assert (db.commits, db.inline_commits) == (2, 1)
+    finally:
+        await db.stop()
+
+
+async def test_jobs_go_to_the_thread_under_load_and_keep_their_order(
+        migrated_url: str) -> None:
+    sqlite_only(migrated_url)
+    db = CommitThread(migrated_url, name="test-db")
+    db.start()
+    order: list[int] = []
+
+    def numbered(n: int) -> Callable[[Any], int]:
+        def job(cursor: Any) -> int:
+            cursor.execute("SELECT 1")
+            order.append(n)
+            return n
+        return job
+
+    try:
+        await db.run(numbered(0))
+        gather = BatchGather(limit=10)
+        gather.committed(3, 0)  # a group commit of this process saw concurrency
+        assert concurrency_seen()
+        queued = [db.run(numbered(n)) for n in range(1, 6)]
+        assert not any(f.done() for f in queued)  # on the thread: the loop goes on
+        gather.committed(1, 0)  # low load again, but jobs are still queued:
+        behind = db.run(numbered(6))  # this one waits its turn on the thread
+        assert not behind.done()
+        assert await asyncio.gather(*queued, behind) == [1, 2, 3, 4, 5, 6]
+        inline = db.run(numbered(7))  # idle and quiet: inline again
+        assert inline.done()
+        assert order == list(range(8))
+        assert (db.commits, db.inline_commits) == (8, 1)
+    finally:
+        await db.stop()
+
+
+async def test_inline_commits_can_be_turned_off(migrated_url: str) -> None:
+    sqlite_only(migrated_url)
+    db = CommitThread(migrated_url, name="test-db", inline=False)
+    db.start()
+    try:
+        sql = db.insert_sql(seen_messages, COLUMNS)
+        for n in range(3):
+            future = db.execute(sql, ("C", f"t{n}", float(n)))
+            assert not future.done()
+            await future
+        assert (db.commits, db.inline_commits) == (3, 0)
+    finally:
+        await db.stop()
+
+
+async def test_a_forgotten_busy_gather_does_not_count() -> None:
+    gather = BatchGather(limit=10)
+    gather.committed(2, 0)
+    assert concurrency_seen()
+    del gather
+    gc.collect()
+    assert not concurrency_seen()
