@@ -1,5 +1,7 @@
 """kill -9 of a node in the middle of concurrent exchanges, then restart: every response
-the client received has its records in both nodes' logs, and both chains verify.
+the client received has its records in both nodes' logs, both chains verify, and the
+provider's replay reservations are exactly the ids of its request records (they commit in
+one transaction: neither survives a crash without the other).
 
 Real processes: two `secserver serve` nodes (mutual TLS), a backend, the dev PKI; SQLite
 and PostgreSQL (one database per node: the two nodes belong to different members)."""
@@ -46,9 +48,25 @@ def logged_ids(url: str, node: str) -> dict[str, set[str]]:
     return found
 
 
+def request_ids_and_reservations(url: str, node: str) -> tuple[set[str], set[str]]:
+    """Message ids of a provider's request records, and of its replay reservations."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            records = conn.execute(text(
+                "SELECT message_id, content FROM log_records WHERE node_id = :node AND "
+                "kind = 'message'"), {"node": node}).all()
+            reserved = conn.execute(text("SELECT message_id FROM exchange_seen_messages")).all()
+    finally:
+        engine.dispose()
+    requests = {m for m, content in records if b"\ndirection: request\n" in bytes(content)}
+    return requests, {m for (m,) in reserved}
+
+
+@pytest.mark.parametrize("killed", ["consumer", "provider"])
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql",
                                                              marks=pytest.mark.postgres)])
-def test_kill_9_during_traffic(database: str, tmp_path: Path,
+def test_kill_9_during_traffic(database: str, killed: str, tmp_path: Path,
                                request: pytest.FixtureRequest) -> None:
     consumer_env: dict[str, str] = {}
     provider_env: dict[str, str] = {}
@@ -84,11 +102,15 @@ def test_kill_9_during_traffic(database: str, tmp_path: Path,
             thread.start()
         while len(answered) < BEFORE_KILL and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert ex.consumer is not None
-        os.kill(ex.consumer.process.pid, signal.SIGKILL)  # in the middle of traffic
-        ex.consumer.process.wait(10)
+        victim = ex.consumer if killed == "consumer" else ex.provider
+        assert victim is not None
+        os.kill(victim.process.pid, signal.SIGKILL)  # in the middle of traffic
+        victim.process.wait(10)
         killed_at = len(answered)
-        ex.consumer = ex.start_node(ex.layout.toyono)
+        if killed == "consumer":
+            ex.consumer = ex.start_node(ex.layout.toyono)
+        else:
+            ex.provider = ex.start_node(ex.layout.otta)
         while len(answered) < killed_at + 20 and time.monotonic() < deadline:
             time.sleep(0.02)
         stop.set()
@@ -108,3 +130,7 @@ def test_kill_9_during_traffic(database: str, tmp_path: Path,
         assert report.ok, [p.message for p in report.problems]
         assert report.warnings == ()  # a clean stop anchors everything
         assert report.messages >= 2 * len(answered)
+    requests, reserved = request_ids_and_reservations(provider_config.database_url,
+                                                      str(provider_config.node.server_id))
+    assert set(answered) <= requests
+    assert requests == reserved
