@@ -147,6 +147,9 @@ def spool_buffered(data: bytes, *, max_bytes: int, threshold: int, spool_dir: Pa
                    what: str = "request body") -> SpooledBody:
     """``spool`` of a body that has already arrived whole (``data``): the same limit,
     spool file and digest, without awaiting anything (so no deadline can pass)."""
+    size = len(data)
+    if size <= threshold and size <= max_bytes:  # what ``spool`` keeps in memory
+        return SpooledBody(data, None, size, body_digest(data))
     spooler = _Spooler(max_bytes, threshold, spool_dir, too_large, what)
     try:
         spooler.add(data)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -59,8 +60,10 @@ class ExchangeNode:
     def owner(self) -> ClientId:
         return self.server_id.owner
 
-    @property
+    @cached_property
     def response_limits(self) -> ResponseLimits:
+        """The limits of answers read from peers and backends (made once: ``limits`` and
+        ``spool_dir`` do not change while a node runs)."""
         return ResponseLimits(self.limits.max_message_bytes, self.limits.spool_threshold_bytes,
                               self.spool_dir)
 
@@ -73,12 +76,15 @@ def body_limit(request: web.BaseRequest, limits: LimitsSection) -> tuple[int, st
     return limits.max_message_bytes, "request body"
 
 
-def precheck_length(request: web.BaseRequest, limits: LimitsSection) -> None:
+def precheck_length(request: web.BaseRequest, limits: LimitsSection) -> tuple[int, str]:
+    """Refuse a body whose Content-Length is over its limit; return the limit and what to
+    call the body (``body_limit``)."""
     length = request.content_length
     max_bytes, what = body_limit(request, limits)
     if length is not None and length > max_bytes:
         raise MessageTooLarge(f"the {what} of {length} bytes is larger than the limit "
                               f"of {max_bytes} bytes")
+    return max_bytes, what
 
 
 async def read_request_body(request: web.BaseRequest, limits: LimitsSection,
@@ -89,8 +95,7 @@ async def read_request_body(request: web.BaseRequest, limits: LimitsSection,
     A body that has already arrived whole (a small one usually comes with its head) is
     taken by ``spool_buffered``, without arming the deadline's timer; any other body
     streams through ``spool``."""
-    precheck_length(request, limits)
-    max_bytes, what = body_limit(request, limits)
+    max_bytes, what = precheck_length(request, limits)
     content = request.content
     if content.is_eof() and content.exception() is None:
         return spool_buffered(content.read_nowait(), max_bytes=max_bytes,

@@ -138,6 +138,9 @@ class CodedRequestHandler(RequestHandler):
     peer_facts: object = None
 
     def data_received(self, data: bytes) -> None:
+        if not data:  # aiohttp's nudge when a handler read the body (resume_reading)
+            super().data_received(data)
+            return
         if _REQUEST_LINE.match(data):  # a request head starts (clients send it first)
             self._head = data[:HEAD_SNIFF_BYTES]
         elif len(self._head) < HEAD_SNIFF_BYTES:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ssl
 
+from secserver.identifiers import ServerId
 from secserver.routing import http1
 from secserver.routing.body import SpooledBody
 from secserver.routing.directory import ServerEntry
@@ -18,6 +19,8 @@ from secserver.routing.http1 import Response as PeerResponse
 from secserver.routing.http1 import ResponseLimits
 
 __all__ = ["PeerPool", "PeerResponse", "ResponseLimits"]
+
+MAX_KNOWN_SERVERS = 4096  # remembered failure descriptions (bounded)
 
 
 class PeerPool:
@@ -29,13 +32,20 @@ class PeerPool:
         self._pool = http1.ConnectionPool(idle_timeout=idle_timeout,
                                           max_idle=max_idle_per_peer,
                                           connect_timeout=connect_timeout)
+        self._failures_of: dict[ServerId, http1.Failures] = {}
 
-    @staticmethod
-    def _failures(server: ServerEntry) -> http1.Failures:
-        return http1.Failures(what=f"security server {server.server_id}",
-                              unreachable=PeerUnreachable, connect=NetworkError,
-                              timeout=NetworkError, malformed=NetworkError,
-                              tls=SslAuthenticationFailed, too_large=NetworkError)
+    def _failures(self, server: ServerEntry) -> http1.Failures:
+        """How failures with ``server`` are raised (made once per server)."""
+        failures = self._failures_of.get(server.server_id)
+        if failures is None:
+            failures = http1.Failures(what=f"security server {server.server_id}",
+                                      unreachable=PeerUnreachable, connect=NetworkError,
+                                      timeout=NetworkError, malformed=NetworkError,
+                                      tls=SslAuthenticationFailed, too_large=NetworkError)
+            if len(self._failures_of) >= MAX_KNOWN_SERVERS:
+                self._failures_of.clear()
+            self._failures_of[server.server_id] = failures
+        return failures
 
     async def _connect(self, server: ServerEntry) -> http1.Connection:
         connection = await self._pool.connect(server.host, server.port, self._ssl, server.host,

@@ -23,7 +23,7 @@ stripped of surrounding spaces. ``to_bytes`` and ``from_bytes`` are exact invers
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import re
 from collections.abc import Iterable
@@ -77,7 +77,7 @@ def _check_text(value: str, field: str, *, allow_empty: bool = False) -> None:
 
 
 def _b64(digest: bytes) -> str:
-    return base64.b64encode(digest).decode("ascii")
+    return binascii.b2a_base64(digest, newline=False).decode("ascii")  # = b64encode
 
 
 def format_time(value: datetime) -> str:

@@ -84,6 +84,27 @@ async def test_no_deadline_and_buffered_bodies_spool_alike(tmp_path: Path) -> No
     assert list(tmp_path.iterdir()) == []
 
 
+async def test_buffered_bodies_at_the_threshold_and_the_limit(tmp_path: Path) -> None:
+    from secserver.routing.body import spool_buffered
+    # (size, threshold, max_bytes): in memory up to the threshold, refused over the limit
+    # even when the threshold is larger (the in-memory fast path checks both)
+    for size, threshold, max_bytes in ((10, 10, 10), (11, 10, 100), (9, 10, 100),
+                                       (8, 100, 8)):
+        data = bytes(range(size))
+        streamed = await spool(source([data]), max_bytes=max_bytes, threshold=threshold,
+                               spool_dir=tmp_path, deadline_s=None)
+        buffered = spool_buffered(data, max_bytes=max_bytes, threshold=threshold,
+                                  spool_dir=tmp_path)
+        for body in (streamed, buffered):
+            assert (body.size, body.digest_b64, body.in_memory, await collect(body)) == (
+                size, b64_sha512(data), size <= threshold, data)
+            body.close()
+    for size, threshold in ((9, 100), (9, 4)):
+        with pytest.raises(MessageTooLarge):
+            spool_buffered(b"x" * size, max_bytes=8, threshold=threshold, spool_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 async def test_a_source_timeout_without_deadline_is_still_too_slow(tmp_path: Path) -> None:
     async def stalls() -> AsyncIterator[bytes]:
         yield b"a"
