@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from postgres import create_database
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
-from secserver.db import migrate
+from secserver.db import committer, migrate
 from secserver.db.committer import (
     PG_MULTIROW_MAX,
     BatchGather,
@@ -296,3 +298,37 @@ async def test_a_forgotten_busy_gather_does_not_count() -> None:
     del gather
     gc.collect()
     assert not concurrency_seen()
+
+
+async def test_sqlite_checkpoints_run_on_the_thread_between_commits(
+        migrated_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sqlite_only(migrated_url)
+    monkeypatch.setattr(committer, "CHECKPOINT_COMMITS", 3)
+    database = make_url(migrated_url).database
+    assert database is not None
+    db = CommitThread(migrated_url, name="test-db")
+    db.start()
+    try:
+        def pages_per_commit(cursor: Any) -> int:
+            cursor.execute("PRAGMA wal_autocheckpoint")
+            return int(cursor.fetchone()[0])
+
+        assert await db.run(pages_per_commit) == committer.AUTOCHECKPOINT_PAGES
+        await db.run(lambda cursor: cursor.execute("CREATE TABLE blobs (b BLOB)"))
+        size = os.path.getsize(database)  # the new pages are in the WAL so far
+        sql = "INSERT INTO blobs (b) VALUES (?)"
+        await db.executemany(sql, [(os.urandom(4000),) for _ in range(20)])
+        assert db.checkpoints == 1  # queued after the third commit
+        after = db.executemany(sql, [(b"x",)])  # waits behind it on the thread
+        assert not after.done()
+        await after
+        assert os.path.getsize(database) >= size + 20 * 4000  # copied into the file
+        assert (db.commits, db.inline_commits, db.checkpoints) == (4, 2, 1)
+
+        def count(cursor: Any) -> int:
+            cursor.execute("SELECT count(*) FROM blobs")
+            return int(cursor.fetchone()[0])
+
+        assert await db.run(count) == 21
+    finally:
+        await db.stop()
