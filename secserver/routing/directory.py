@@ -66,24 +66,35 @@ class Directory:
     members: Mapping[ClientId, MemberEntry]
     servers: Mapping[ServerId, ServerEntry]
     ca_certificates: tuple[x509.Certificate, ...] = field(repr=False)
+    # indexes of ``servers`` for the per-call lookups (made once; the directory is frozen)
+    _by_member: dict[ClientId, tuple[ServerEntry, ...]] = field(
+        init=False, repr=False, compare=False)
+    _by_cert: dict[str, ServerEntry] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_member: dict[ClientId, list[ServerEntry]] = {}
+        by_cert: dict[str, ServerEntry] = {}
+        for entry in self.servers.values():
+            for member in dict.fromkeys(entry.members):
+                by_member.setdefault(member, []).append(entry)
+            by_cert.setdefault(entry.tls_cert_sha256, entry)  # the first in file order
+        object.__setattr__(self, "_by_member",
+                           {member: tuple(entries) for member, entries in by_member.items()})
+        object.__setattr__(self, "_by_cert", by_cert)
 
     def member(self, member_id: ClientId) -> MemberEntry | None:
         return self.members.get(member_id.member)
 
     def servers_for(self, client: ClientId) -> tuple[ServerEntry, ...]:
         """The security servers that serve ``client``'s member, in file order."""
-        member = client.member
-        return tuple(s for s in self.servers.values() if member in s.members)
+        return self._by_member.get(client.member, ())
 
     def server(self, server_id: ServerId) -> ServerEntry | None:
         return self.servers.get(server_id)
 
     def server_by_cert_sha256(self, fingerprint: str) -> ServerEntry | None:
-        fingerprint = fingerprint.lower()
-        for entry in self.servers.values():
-            if entry.tls_cert_sha256 == fingerprint:
-                return entry
-        return None
+        """The first server (in file order) whose TLS certificate has this SHA-256."""
+        return self._by_cert.get(fingerprint.lower())
 
 
 def _parse_address(text: str) -> tuple[str, int]:

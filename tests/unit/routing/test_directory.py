@@ -109,3 +109,29 @@ def test_tables_of_the_wrong_shape(tmp_path: Path, raw: dict[str, object],
     with pytest.raises(ConfigError) as caught:
         parse_directory(raw, "d", tmp_path)
     assert f"d: {expected}" in caught.value.problems, caught.value.problems
+
+
+def test_indexed_lookups_agree_with_a_scan_in_file_order(folder: Path) -> None:
+    from cryptography import x509
+
+    from secserver.routing.directory import Directory, ServerEntry
+    certificate = x509.load_pem_x509_certificate((folder / "a.crt").read_bytes())
+    members = [ClientId("JP-DEV", "COM", f"M{i}") for i in range(7)]
+    servers = {}
+    for i in range(40):  # some servers share a certificate, some serve several members
+        server_id = ServerId(members[i % 5], f"SS{i}")
+        served = (members[i % 5], members[(i * 3) % 7], members[i % 5])
+        servers[server_id] = ServerEntry(server_id, "127.0.0.1", 8000 + i, certificate,
+                                         f"{i % 13:064x}", served)
+    directory = Directory({}, servers, ())
+    for member in [*members, ClientId("JP-DEV", "COM", "NOBODY")]:
+        for client in (member, ClientId(member.instance, member.member_class,
+                                        member.member_code, "SUB")):
+            assert directory.servers_for(client) == tuple(
+                s for s in servers.values() if client.member in s.members)
+    for n in range(15):
+        fingerprint = f"{n:064x}"
+        expected = next((s for s in servers.values() if s.tls_cert_sha256 == fingerprint),
+                        None)
+        assert directory.server_by_cert_sha256(fingerprint.upper()) == expected
+        assert directory.server_by_cert_sha256(fingerprint) is expected
