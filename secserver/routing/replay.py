@@ -62,7 +62,8 @@ class ReplayGuard:
         Raises DuplicateMessageId when the id is in memory (then nothing is logged here)
         or already in the database (another node sharing it, or before a restart: then
         the record is logged first), and ``LoggingFailed`` when the commit failed (neither
-        was stored). Await it before anything is forwarded.
+        was stored, and the id is forgotten here, so the caller may retry with it). Await
+        it before anything is forwarded.
         """
         key = (client, message_id)
         seen = self._memory.get(key)
@@ -71,7 +72,14 @@ class ReplayGuard:
         self._memory[key] = now
         if now - self._last_prune > PRUNE_INTERVAL:
             self._prune(now)
-        seq, new = await self._log.append_reserving(record, client, message_id, now)
+        try:
+            seq, new = await self._log.append_reserving(record, client, message_id, now)
+        except BaseException:
+            # nothing was forwarded: a retry with this id may go on (should the commit
+            # have stored the reservation after all, the database refuses the retry)
+            if self._memory.get(key) == now:
+                del self._memory[key]
+            raise
         if not new:
             raise _duplicate(client, message_id)
         return seq

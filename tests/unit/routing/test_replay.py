@@ -141,8 +141,14 @@ async def test_a_failed_commit_lets_no_request_through(
             finally:
                 db_rows(migrated_url, f"ALTER TABLE moved_away RENAME TO {away}")
             assert all(isinstance(r, LoggingFailed) for r in results), results
-        assert seen(migrated_url) == []
-        assert logged(migrated_url, str(config.node.server_id)) == []
+            assert seen(migrated_url) == []
+            assert logged(migrated_url, str(config.node.server_id)) == []
+        # nothing went through, so the same ids may be sent again once the log works
+        for away in ("exchange_seen_messages", "log_records"):
+            await node.request("C/1", f"a-{away}", 9.0)
+        assert seen(migrated_url) == [("C/1", "a-exchange_seen_messages"),
+                                      ("C/1", "a-log_records")]
+        db_rows(migrated_url, "DELETE FROM exchange_seen_messages")
         # the writer still refuses a reservation whose record cannot be appended
         await node.writer.stop()
         with pytest.raises(LoggingFailed, match="not running"):
