@@ -8,7 +8,8 @@ only the glue a handler adds around the exchange itself, as the consumer does fo
 context, ``peer_facts``, ``read_request_body`` (limit, SHA-512, in memory), the answer's
 end-to-end headers plus the four X-Road response headers, and ``send_body`` of a 1 KiB
 body (``--variant glue``); ``--variant hello`` answers the same body with a bare
-``web.Response`` (aiohttp's own floor). No signing, no log, no peer.
+``web.Response`` (aiohttp's own floor); ``--variant raw`` with a bare ``asyncio.Protocol``
+and one task per request (no aiohttp). No signing, no log, no peer.
 
 Each measurement starts a fresh server process on the server CPU (``PYTHONPATH`` puts one
 tree first), loads it with wrk (1 KiB POSTs, ``--concurrency`` keep-alive connections) on
@@ -16,7 +17,7 @@ the other CPU, and divides the server's CPU time (user + system, ``/proc``) by t
 requests. Rounds alternate the order of the trees; the report gives medians.
 
     python scripts/bench_glue.py --baseline REV [--new REV] [--rounds 5] [--duration 3]
-    python scripts/bench_glue.py --baseline HEAD --variants hello,glue
+    python scripts/bench_glue.py --baseline HEAD --variants raw,hello,glue
 
 Bounded: one wrk run of ``--duration`` seconds (plus a 1 s warm-up) per tree and round.
 """
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 SCRIPTS = Path(__file__).resolve().parent
 ROOT = SCRIPTS.parent
@@ -96,13 +98,48 @@ def serve(port: int, variant: str) -> None:
         await request.read()
         return web.Response(body=answer)
 
+    class Bare(asyncio.Protocol):
+        """``--variant raw``: no aiohttp; the head parsed just enough to find the body,
+        one task per request (what any server's per-request floor is on uvloop)."""
+
+        reply = (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(answer)) + answer
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            # uvloop's transports are not asyncio.Transport subclasses
+            self.transport = cast(asyncio.Transport, transport)
+            self.buffer = bytearray()
+            self.tasks: set[asyncio.Task[None]] = set()
+
+        def data_received(self, data: bytes) -> None:
+            self.buffer += data
+            while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+                length = 0
+                for line in bytes(self.buffer[:end]).decode("latin-1").split("\r\n")[1:]:
+                    name, _, value = line.partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value)
+                if len(self.buffer) < end + 4 + length:
+                    return
+                body = bytes(self.buffer[end + 4:end + 4 + length])
+                del self.buffer[:end + 4 + length]
+                task = asyncio.get_running_loop().create_task(self.respond(body))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+
+        async def respond(self, body: bytes) -> None:
+            self.transport.write(self.reply)
+
     async def main() -> None:
-        server = web.Server(glue if variant == "glue" else hello, access_log=None,
-                            keepalive_timeout=30, lingering_time=0.5)
-        use_coded_errors(server, "ClientProxy")
-        runner = web.ServerRunner(server, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        if variant == "raw":
+            await asyncio.get_running_loop().create_server(Bare, "127.0.0.1", port)
+        else:
+            server = web.Server(glue if variant == "glue" else hello, access_log=None,
+                                keepalive_timeout=30, lingering_time=0.5)
+            use_coded_errors(server, "ClientProxy")
+            runner = web.ServerRunner(server, handle_signals=False)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
         gc.collect()
         gc.freeze()  # as secserver serve does (node.settle_garbage_collector)
         gc.set_threshold(20_000, *gc.get_threshold()[1:])
@@ -158,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", default="HEAD", help="git revision of the old code")
     parser.add_argument("--new", default=None,
                         help="git revision of the new code (default: this working tree)")
-    parser.add_argument("--variants", default="glue", help="glue, hello (comma separated)")
+    parser.add_argument("--variants", default="glue", help="glue, hello, raw (comma separated)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=50)
