@@ -56,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -66,7 +67,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from secserver.db.engine import is_sqlite, make_engine
+from secserver.db.engine import SQLITE_BUSY_TIMEOUT_MS, is_sqlite, make_engine
 
 T = TypeVar("T")
 
@@ -183,6 +184,14 @@ class _Item(Generic[T]):
         self.counted = counted
 
 
+def _locked(error: BaseException) -> bool:
+    """The job failed because another connection held SQLite's write lock (nothing of it
+    was committed)."""
+    cause = error.__cause__
+    return isinstance(cause, sqlite3.OperationalError) \
+        and getattr(cause, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def _retrieved(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
@@ -231,6 +240,9 @@ class CommitThread:
         """Transactions committed so far (read from the event loop: a plain int)."""
         self.inline_commits = 0
         """Of those, committed in the event loop itself (see ``run``)."""
+        self.inline_locked = 0
+        """Inline attempts that found the database locked and went to the thread."""
+        self._busy_timeout_ms = SQLITE_BUSY_TIMEOUT_MS  # of the connection (SQLite)
 
     @property
     def placeholder(self) -> str:
@@ -275,7 +287,10 @@ class CommitThread:
         included), which it would otherwise spend waiting for this very commit; as soon as
         a batch holds more than one record, or records arrive while one commits, jobs go
         to the thread again and the loop keeps serving while they commit. Same
-        connection, same order, same durability and failure handling either way."""
+        connection, same order, same durability and failure handling either way. An
+        inline job never waits for SQLite's write lock: when another connection (an admin
+        command, an archive purge) holds it, the job is rolled back at once and goes to
+        the thread, which waits for the lock as before."""
         if self._loop is None or self._closing or self._thread is None \
                 or not self._thread.is_alive():
             raise DatabaseWriteError(f"{self._name}: the database thread is not running")
@@ -283,12 +298,15 @@ class CommitThread:
         item = _Item(job, future, single_statement)
         if self._inline and not self._queued and self._raw is not None \
                 and not _BUSY_GATHERS:
+            self._set_busy_timeout(0)
             result, error = self._execute(item)
-            if error is None:
-                self.inline_commits += 1
-            _settle(future, result, error)
-            self._checkpoint_when_due()
-            return future
+            if error is None or not _locked(error):
+                if error is None:
+                    self.inline_commits += 1
+                _settle(future, result, error)
+                self._checkpoint_when_due()
+                return future
+            self.inline_locked += 1  # another connection writes: wait on the thread
         self._queued += 1
         self._jobs.put(item)
         return future
@@ -363,6 +381,14 @@ class CommitThread:
             future.add_done_callback(_retrieved)  # nobody awaits it
             self._jobs.put(_Item(_checkpoint, future, True, counted=False))
 
+    def _set_busy_timeout(self, milliseconds: int) -> None:
+        """SQLite: how long a write waits for another connection's write lock. An inline
+        job never waits (the event loop would stand still): it is retried on the
+        thread, which waits as long as ``make_engine`` allows."""
+        if self._busy_timeout_ms != milliseconds and self._raw is not None:
+            self._raw.dbapi_connection.execute(f"PRAGMA busy_timeout={int(milliseconds)}")
+            self._busy_timeout_ms = milliseconds
+
     def _execute(self, item: _Item[Any]) -> tuple[Any, BaseException | None]:
         """Run one job in its transaction on the connection (opened if needed); return
         its result, or the ``DatabaseWriteError`` after rolling back."""
@@ -404,6 +430,9 @@ class CommitThread:
                 item = self._jobs.get()
                 if item is None:
                     return
+                if self._sqlite:
+                    with contextlib.suppress(Exception):  # a broken one fails the job
+                        self._set_busy_timeout(SQLITE_BUSY_TIMEOUT_MS)
                 result, error = self._execute(item)
                 self._reply(item, result, error)
         finally:

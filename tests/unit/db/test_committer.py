@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -331,4 +332,36 @@ async def test_sqlite_checkpoints_run_on_the_thread_between_commits(
 
         assert await db.run(count) == 21
     finally:
+        await db.stop()
+
+
+async def test_an_inline_job_never_waits_for_another_connections_write_lock(
+        migrated_url: str) -> None:
+    sqlite_only(migrated_url)
+    database = make_url(migrated_url).database
+    assert database is not None
+    db = CommitThread(migrated_url, name="test-db")
+    db.start()
+    other = sqlite3.connect(database, isolation_level=None)
+    try:
+        sql = db.insert_sql(seen_messages, COLUMNS)
+        await db.execute(sql, ("C", "first", 1.0))
+        other.execute("BEGIN IMMEDIATE")  # an admin command holds the write lock
+        other.execute("INSERT INTO exchange_seen_messages VALUES ('C', 'admin', 2.0)")
+        waiting = db.execute(sql, ("C", "second", 3.0))
+        assert not waiting.done()  # rolled back at once, queued on the thread
+        assert db.inline_locked == 1
+        for _ in range(20):  # the event loop goes on meanwhile
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        other.execute("COMMIT")
+        await waiting  # the thread waited for the lock, then committed
+        inline = db.execute(sql, ("C", "third", 4.0))
+        assert inline.done()
+        await inline
+        assert stored(migrated_url) == [("first", 1.0), ("admin", 2.0), ("second", 3.0),
+                                        ("third", 4.0)]
+        assert (db.commits, db.inline_commits) == (3, 1)
+    finally:
+        other.close()
         await db.stop()
