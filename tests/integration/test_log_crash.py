@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from exchange_harness import ECHO, running_exchange
@@ -29,19 +30,26 @@ BEFORE_KILL = 60  # answered exchanges before the kill
 MAX_SECONDS = 60.0
 
 
-def logged_ids(url: str, node: str) -> dict[str, set[str]]:
-    """Message id -> directions logged (without an error code) by one node."""
+def query(url: str, sql: str, **parameters: str) -> list[Any]:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT message_id, content FROM log_records WHERE node_id = :node AND "
-                "kind = 'message'"), {"node": node}).all()
+            return list(conn.execute(text(sql), parameters).all())
     finally:
         engine.dispose()
+
+
+def message_records(url: str, node: str) -> list[tuple[str, bytes]]:
+    """(message id, canonical record bytes) of one node's message records."""
+    return [(m, bytes(content)) for m, content in query(
+        url, "SELECT message_id, content FROM log_records WHERE node_id = :node AND "
+             "kind = 'message'", node=node)]
+
+
+def logged_ids(url: str, node: str) -> dict[str, set[str]]:
+    """Message id -> directions logged (without an error code) by one node."""
     found: dict[str, set[str]] = {}
-    for message_id, content in rows:
-        data = bytes(content)
+    for message_id, data in message_records(url, node):
         if b"\nerror-code: \n" in data:
             direction = data.split(b"\ndirection: ")[1].split(b"\n")[0].decode()
             found.setdefault(message_id, set()).add(direction)
@@ -50,16 +58,9 @@ def logged_ids(url: str, node: str) -> dict[str, set[str]]:
 
 def request_ids_and_reservations(url: str, node: str) -> tuple[set[str], set[str]]:
     """Message ids of a provider's request records, and of its replay reservations."""
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            records = conn.execute(text(
-                "SELECT message_id, content FROM log_records WHERE node_id = :node AND "
-                "kind = 'message'"), {"node": node}).all()
-            reserved = conn.execute(text("SELECT message_id FROM exchange_seen_messages")).all()
-    finally:
-        engine.dispose()
-    requests = {m for m, content in records if b"\ndirection: request\n" in bytes(content)}
+    requests = {m for m, data in message_records(url, node)
+                if b"\ndirection: request\n" in data}
+    reserved = query(url, "SELECT message_id FROM exchange_seen_messages")
     return requests, {m for (m,) in reserved}
 
 
