@@ -8,6 +8,7 @@ import gc
 import os
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -188,9 +189,12 @@ async def test_gather_ends_when_the_batch_is_full() -> None:
     await task
 
 
-def sqlite_only(url: str) -> None:
-    if not url.startswith("sqlite"):
-        pytest.skip("inline commits are for SQLite only")
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A migrated SQLite database (inline commits are for SQLite only)."""
+    url = f"sqlite:///{tmp_path / 'secserver.db'}"
+    migrate.upgrade(url)
+    return url
 
 
 async def test_an_idle_sqlite_committer_commits_in_the_event_loop(migrated_url: str) -> None:
@@ -215,9 +219,8 @@ async def test_an_idle_sqlite_committer_commits_in_the_event_loop(migrated_url: 
 
 
 async def test_a_failing_inline_commit_fails_closed_and_the_next_job_goes_on(
-        migrated_url: str) -> None:
-    sqlite_only(migrated_url)
-    db = CommitThread(migrated_url, name="test-db")
+        sqlite_url: str) -> None:
+    db = CommitThread(sqlite_url, name="test-db")
     db.start()
     try:
         sql = db.insert_sql(seen_messages, COLUMNS)
@@ -238,16 +241,15 @@ async def test_a_failing_inline_commit_fails_closed_and_the_next_job_goes_on(
         later = db.execute(sql, ("C", "three", 5.0))
         assert later.done()
         await later
-        assert stored(migrated_url) == [("one", 1.0), ("three", 5.0)]  # nothing half done
+        assert stored(sqlite_url) == [("one", 1.0), ("three", 5.0)]  # nothing half done
         assert (db.commits, db.inline_commits) == (2, 1)
     finally:
         await db.stop()
 
 
 async def test_jobs_go_to_the_thread_under_load_and_keep_their_order(
-        migrated_url: str) -> None:
-    sqlite_only(migrated_url)
-    db = CommitThread(migrated_url, name="test-db")
+        sqlite_url: str) -> None:
+    db = CommitThread(sqlite_url, name="test-db")
     db.start()
     order: list[int] = []
 
@@ -277,9 +279,8 @@ async def test_jobs_go_to_the_thread_under_load_and_keep_their_order(
         await db.stop()
 
 
-async def test_inline_commits_can_be_turned_off(migrated_url: str) -> None:
-    sqlite_only(migrated_url)
-    db = CommitThread(migrated_url, name="test-db", inline=False)
+async def test_inline_commits_can_be_turned_off(sqlite_url: str) -> None:
+    db = CommitThread(sqlite_url, name="test-db", inline=False)
     db.start()
     try:
         sql = db.insert_sql(seen_messages, COLUMNS)
@@ -302,12 +303,11 @@ async def test_a_forgotten_busy_gather_does_not_count() -> None:
 
 
 async def test_sqlite_checkpoints_run_on_the_thread_between_commits(
-        migrated_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    sqlite_only(migrated_url)
+        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(committer, "CHECKPOINT_COMMITS", 3)
-    database = make_url(migrated_url).database
+    database = make_url(sqlite_url).database
     assert database is not None
-    db = CommitThread(migrated_url, name="test-db")
+    db = CommitThread(sqlite_url, name="test-db")
     db.start()
     try:
         def pages_per_commit(cursor: Any) -> int:
@@ -336,11 +336,10 @@ async def test_sqlite_checkpoints_run_on_the_thread_between_commits(
 
 
 async def test_an_inline_job_never_waits_for_another_connections_write_lock(
-        migrated_url: str) -> None:
-    sqlite_only(migrated_url)
-    database = make_url(migrated_url).database
+        sqlite_url: str) -> None:
+    database = make_url(sqlite_url).database
     assert database is not None
-    db = CommitThread(migrated_url, name="test-db")
+    db = CommitThread(sqlite_url, name="test-db")
     db.start()
     other = sqlite3.connect(database, isolation_level=None)
     try:
@@ -359,7 +358,7 @@ async def test_an_inline_job_never_waits_for_another_connections_write_lock(
         inline = db.execute(sql, ("C", "third", 4.0))
         assert inline.done()
         await inline
-        assert stored(migrated_url) == [("first", 1.0), ("admin", 2.0), ("second", 3.0),
+        assert stored(sqlite_url) == [("first", 1.0), ("admin", 2.0), ("second", 3.0),
                                         ("third", 4.0)]
         assert (db.commits, db.inline_commits) == (3, 1)
     finally:
