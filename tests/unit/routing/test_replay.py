@@ -5,7 +5,9 @@ the database and after a restart; a refused replay fails nothing else; fail clos
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -60,20 +62,27 @@ class Node:
         return await self.guard.log_request(record, client, message_id, now)
 
 
-def two_nodes(tmp_path: Path, url: str, pki: Path) -> tuple[NodeConfig, NodeConfig]:
-    toyono = node_config(tmp_path / "toyono", url, pki)
-    otta = node_config(tmp_path / "otta", url, pki, node="JP-DEV/COM/OTTA/SS1",
-                       node_dir="COM.OTTA.SS1")
-    return toyono, otta
+@contextlib.asynccontextmanager
+async def two_nodes(tmp_path: Path, url: str, pki: Path) -> AsyncIterator[tuple[Node, Node]]:
+    """Two nodes sharing one database, their log writers running."""
+    toyono = Node(node_config(tmp_path / "toyono", url, pki), pki)
+    otta = Node(node_config(tmp_path / "otta", url, pki, node="JP-DEV/COM/OTTA/SS1",
+                            node_dir="COM.OTTA.SS1"), pki)
+    await toyono.writer.start()
+    try:
+        await otta.writer.start()
+        try:
+            yield toyono, otta
+        finally:
+            await otta.writer.stop()
+    finally:
+        await toyono.writer.stop()
 
 
 async def test_duplicates_are_refused_in_memory_across_nodes_and_after_restart(
         migrated_url: str, tmp_path: Path, pki: Path) -> None:
-    first_config, second_config = two_nodes(tmp_path, migrated_url, pki)
-    first, second = Node(first_config, pki), Node(second_config, pki)
-    await first.writer.start()
-    await second.writer.start()
-    try:
+    async with two_nodes(tmp_path, migrated_url, pki) as (first, second):
+        first_config, second_config = first.config, second.config
         await first.request("C/1", "m1", 1000.0)
         await first.request("C/2", "m1", 1000.0)  # ids are per client
         with pytest.raises(DuplicateMessageId, match="'m1' of client C/1"):
@@ -84,9 +93,6 @@ async def test_duplicates_are_refused_in_memory_across_nodes_and_after_restart(
         # ... which logged the request record all the same (the handler adds the failure)
         assert len(logged(migrated_url, str(second_config.node.server_id))) == 1
         await second.request("C/1", "m2", 1001.0)
-    finally:
-        await first.writer.stop()
-        await second.writer.stop()
     restarted = Node(first_config, pki)
     await restarted.writer.start()
     try:
@@ -102,11 +108,8 @@ async def test_duplicates_are_refused_in_memory_across_nodes_and_after_restart(
 
 async def test_a_replay_in_a_batch_fails_none_of_its_neighbours(
         migrated_url: str, tmp_path: Path, pki: Path) -> None:
-    old_config, new_config = two_nodes(tmp_path, migrated_url, pki)
-    old, new = Node(old_config, pki), Node(new_config, pki)
-    await old.writer.start()
-    await new.writer.start()
-    try:
+    async with two_nodes(tmp_path, migrated_url, pki) as (old, new):
+        new_config = new.config
         await old.request("C/1", "seen", 5.0)
         before = new.writer.health()["batches"]
         results: list[Any] = await asyncio.gather(
@@ -115,9 +118,6 @@ async def test_a_replay_in_a_batch_fails_none_of_its_neighbours(
             *(new.request("C/1", f"n{i}", 6.0) for i in range(3, 6)),
             return_exceptions=True)
         assert new.writer.health()["batches"] - before == 1  # one batch, one commit
-    finally:
-        await old.writer.stop()
-        await new.writer.stop()
     assert [isinstance(r, int) for r in results] == [True] * 3 + [False] + [True] * 3
     assert isinstance(results[3], DuplicateMessageId)
     assert seen(migrated_url) == sorted(
