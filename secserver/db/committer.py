@@ -43,13 +43,14 @@ new one (a database that went away and came back is picked up again).
     await db.executemany(sql, rows)          # or db.run(job): job(cursor) -> result
     await db.stop()
 
-A group commit with one batch in flight (the log writer, the replay store) asks a
-``BatchGather`` when to hand its next batch over: at once when the last batch held one
-record and nothing arrived while it committed (low load: a lone record is never held
-back), otherwise after ``GATHER_ROUNDS`` event-loop iterations or as soon as the batch is
-full. A commit costs a thread switch, an fsync and (in a VM) an exit whatever its size; a
-yielded iteration costs the loop nothing it would not do anyway (an idle one a few
-microseconds), and the extra wait is bounded by the loop's own work in those iterations.
+A group commit with one batch in flight (the log writer, which also carries the provider's
+replay reservations) asks a ``BatchGather`` when to hand its next batch over: at once when
+the last batch held one record and nothing arrived while it committed (low load: a lone
+record is never held back), otherwise after ``GATHER_ROUNDS`` event-loop iterations or as
+soon as the batch is full. A commit costs a thread switch, an fsync and (in a VM) an exit
+whatever its size; a yielded iteration costs the loop nothing it would not do anyway (an
+idle one a few microseconds), and the extra wait is bounded by the loop's own work in
+those iterations.
 No timer: uvloop's have 1 ms resolution, longer than a whole idle gather.
 """
 
