@@ -79,7 +79,14 @@ from secserver.audit.store import (
     untimestamped_checkpoints,
 )
 from secserver.config import NodeConfig, read_secret
-from secserver.db.committer import PG_MULTIROW_MAX, BatchGather, CommitThread, plain_url
+from secserver.db.committer import (
+    PG_MULTIROW_MAX,
+    BatchGather,
+    CommitThread,
+    flattened,
+    multirow_insert,
+    plain_url,
+)
 from secserver.db.engine import is_sqlite, make_async_engine
 from secserver.errors import SecServerError
 from secserver.signing.errors import TimestampUnavailable
@@ -589,18 +596,17 @@ class LogWriter:
         """Insert the records and the reservations in one transaction; the future gives
         the ``(client, message_id)`` of the reservations that were inserted."""
         assert self._db is not None
-        head, group = self._seen_sql.rsplit(" VALUES ", 1)
-        seen_sql = (f"{head} VALUES {', '.join([group] * len(reservations))} "
+        seen_sql = (f"{multirow_insert(self._seen_sql, len(reservations))} "
                     "ON CONFLICT DO NOTHING RETURNING client, message_id")
-        seen_values = [value for reservation in reservations for value in reservation]
+        seen_values = flattened(reservations)
         if not self._sqlite and len(rows) <= PG_MULTIROW_MAX:
             # PostgreSQL: one autocommit statement (one round trip, no BEGIN/COMMIT); the
             # data-modifying WITH parts run exactly once whatever the SELECT reads
-            head, group = self._record_sql.rsplit(" VALUES ", 1)
-            statement = (f"WITH seen AS ({seen_sql}), logged AS ({head} VALUES "  # noqa: S608
-                         f"{', '.join([group] * len(rows))}) SELECT client, message_id "
-                         "FROM seen")
-            values = seen_values + [value for row in rows for value in row]
+            records_sql = multirow_insert(self._record_sql, len(rows))
+            # statements from insert_sql (table metadata); values are parameters
+            statement = (f"WITH seen AS ({seen_sql}), logged AS ({records_sql}) "  # noqa: S608
+                         "SELECT client, message_id FROM seen")
+            values = seen_values + flattened(rows)
 
             def one(cursor: Any) -> list[Any]:
                 cursor.execute(statement, values)

@@ -176,6 +176,18 @@ def concurrency_seen() -> bool:
     return bool(_BUSY_GATHERS)
 
 
+def multirow_insert(sql: str, count: int) -> str:
+    """An ``INSERT ... VALUES (...)`` of ``insert_sql`` for ``count`` rows in one statement
+    (its parameters: the rows' values one after another, ``flattened``)."""
+    head, group = sql.rsplit(" VALUES ", 1)
+    return f"{head} VALUES {', '.join([group] * count)}"
+
+
+def flattened(rows: Sequence[Sequence[Any]]) -> list[Any]:
+    """The parameters of ``multirow_insert``'s statement."""
+    return [value for row in rows for value in row]
+
+
 class _Item(Generic[T]):
     __slots__ = ("counted", "future", "job", "single")
 
@@ -324,9 +336,8 @@ class CommitThread:
         """One statement for many rows, in one transaction (all rows or none)."""
         if not self._sqlite and 0 < len(rows) <= PG_MULTIROW_MAX \
                 and " VALUES (" in sql and sql.endswith(")"):
-            head, group = sql.rsplit(" VALUES ", 1)
-            statement = f"{head} VALUES {', '.join([group] * len(rows))}"
-            flat = [value for row in rows for value in row]
+            statement = multirow_insert(sql, len(rows))
+            flat = flattened(rows)
 
             def one(cursor: Any) -> None:
                 cursor.execute(statement, flat)
