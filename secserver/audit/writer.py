@@ -303,7 +303,7 @@ class LogWriter:
         with contextlib.suppress(Exception):
             await self._poll_admin()
         self._running = False
-        stop_record = self._enqueue(SystemRecord(event="stop"), Evidence())
+        stop_record = self._enqueue(SystemRecord(event="stop"), Evidence()).future
         self._closing = True
         self._wake.set()
         with contextlib.suppress(Exception):
@@ -345,10 +345,8 @@ class LogWriter:
 
         Raises ``LoggingFailed`` when it could not be written (nothing may be forwarded).
         """
-        if not self._running:
-            raise LoggingFailed("the message log is not running")
-        evidence = await self._evidence(record)
-        return await self._enqueue(record, evidence)
+        seq, _item = await self._append(record)
+        return seq
 
     async def append_reserving(self, record: Record, client: str, message_id: str,
                                seen_at: float) -> tuple[int, bool]:
@@ -359,14 +357,7 @@ class LogWriter:
         a reservation that is not new fails nothing else in its batch. Raises
         ``LoggingFailed`` when the transaction failed: then neither was stored.
         """
-        if not self._running:
-            raise LoggingFailed("the message log is not running")
-        evidence = await self._evidence(record)
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        item = _Queued(record, evidence, future, (client, message_id, seen_at))
-        self._queue.append(item)
-        self._wake.set()
-        seq = await future
+        seq, item = await self._append(record, (client, message_id, seen_at))
         return seq, item.fresh
 
     def prune_reservations(self, before: float) -> None:
@@ -481,11 +472,21 @@ class LogWriter:
 
         return await asyncio.to_thread(seal) if len(body) > ENCRYPT_IN_THREAD else seal()
 
-    def _enqueue(self, record: Record, evidence: Evidence) -> asyncio.Future[int]:
+    async def _append(self, record: Record,
+                      reservation: Reservation | None = None) -> tuple[int, _Queued]:
+        if not self._running:
+            raise LoggingFailed("the message log is not running")
+        evidence = await self._evidence(record)
+        item = self._enqueue(record, evidence, reservation)
+        return await item.future, item
+
+    def _enqueue(self, record: Record, evidence: Evidence,
+                 reservation: Reservation | None = None) -> _Queued:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Queued(record, evidence, future))
+        item = _Queued(record, evidence, future, reservation)
+        self._queue.append(item)
         self._wake.set()
-        return future
+        return item
 
     def _queued(self) -> int:
         return len(self._queue)
@@ -676,7 +677,7 @@ class LogWriter:
         """Queue a system record from a background task (nobody waits for it)."""
         if not self._running:
             return
-        future = self._enqueue(SystemRecord(event=event, detail=detail), Evidence())
+        future = self._enqueue(SystemRecord(event=event, detail=detail), Evidence()).future
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def _timestamp_loop(self) -> None:
@@ -765,7 +766,7 @@ class LogWriter:
             expected = event_id + 1
         if not records:
             return
-        futures = [self._enqueue(r, Evidence()) for r in records]
+        futures = [self._enqueue(r, Evidence()).future for r in records]
         results = await asyncio.gather(*futures, return_exceptions=True)
         for record, result in zip(records, results, strict=True):
             if isinstance(result, BaseException):
